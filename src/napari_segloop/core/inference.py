@@ -1,0 +1,355 @@
+"""Sliding-window inference as a generator that can show progress and be cancelled.
+
+:func:`predict` yields a :class:`Progress` after every batch of tiles (and a
+:class:`Notice` for anything the user should know: a device fallback, an
+out-of-memory retry, NaN pixels) and *returns* the float32 probability map,
+which has exactly the input's shape without its channel axis. Closing the
+generator (napari's ``worker.quit()``) stops it at the next batch and nothing
+is returned, so no half-written result can reach a layer or a file.
+
+Memory: besides the output, one float32 normalised copy of the current 2-D
+slice and one batch of tiles are held. Blending weights are separable (see
+:mod:`napari_segloop.core.tiling`), so no weight image is allocated.
+
+Out of memory on a GPU: the cache is freed and the slice retried with half the
+batch, then half the tile size (down to 64 px), then on the CPU, each step
+announced with a :class:`Notice`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Generator, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_segloop.core.bundle import ModelBundle
+from napari_segloop.core.devices import autocast_dtype, empty_cache, resolve_device
+from napari_segloop.core.errors import InputError, SegloopError
+from napari_segloop.core.normalize import normalize_slice, prepare_input
+from napari_segloop.core.tiling import MULTIPLE, TileGrid
+
+MIN_TILE = 64
+
+
+@dataclass
+class Progress:
+    """Progress of a long operation: ``done`` of ``total`` steps."""
+
+    done: int
+    total: int
+    message: str = ""
+
+
+@dataclass
+class Notice:
+    """Something the user should be told (shown as a notification or on stderr)."""
+
+    text: str
+    level: str = "info"
+
+
+Event = Progress | Notice
+
+
+@dataclass
+class PredictOptions:
+    """Settings of one prediction; None means "the bundle's default".
+
+    Attributes
+    ----------
+    device : str
+        ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+    tile_size : int, optional
+        Square tile edge, a multiple of 32.
+    overlap : float, optional
+        Fraction of a tile shared with its neighbour.
+    batch_size : int
+        Tiles per forward pass.
+    scale : float, optional
+        Resize factor applied before inference (output resized back).
+    object_size : float, optional
+        Typical object diameter in *this* image, in pixels; with the bundle's
+        ``object_size`` it sets the resize factor.
+    amp : bool
+        Mixed precision on CUDA.
+    channel_axis : int, "auto" or None
+        Channel axis of the image.
+    rgb : bool, optional
+        napari's ``layer.rgb``.
+    convert : {"none", "gray", "repeat"}
+        Explicit channel conversion.
+    channel : int, optional
+        Use only this channel.
+    """
+
+    device: str = "auto"
+    tile_size: int | None = None
+    overlap: float | None = None
+    batch_size: int = 4
+    scale: float | None = None
+    object_size: float | None = None
+    amp: bool = True
+    channel_axis: int | str | None = "auto"
+    rgb: bool | None = None
+    convert: str = "none"
+    channel: int | None = None
+
+    def resolved(self, bundle: ModelBundle) -> PredictOptions:
+        """Return a copy with bundle defaults filled in and values checked."""
+        s = bundle.settings
+        tile = int(self.tile_size if self.tile_size is not None else s.tile_size)
+        overlap = float(self.overlap if self.overlap is not None else s.overlap)
+        if tile < MULTIPLE or tile % MULTIPLE:
+            raise InputError(f"Tile size must be a positive multiple of {MULTIPLE}; got {tile}.")
+        if not 0 <= overlap <= 0.9:
+            raise InputError(f"Overlap must be between 0 and 0.9; got {overlap}.")
+        if self.batch_size < 1:
+            raise InputError(f"Batch size must be at least 1; got {self.batch_size}.")
+        return PredictOptions(**{**self.__dict__, "tile_size": tile, "overlap": overlap,
+                                 "scale": self.scale_factor(bundle)})
+
+    def scale_factor(self, bundle: ModelBundle) -> float:
+        """The resize factor applied before inference."""
+        if self.scale is not None:
+            factor = float(self.scale)
+        elif self.object_size is not None:
+            if self.object_size <= 0:
+                raise InputError(f"Object size must be > 0; got {self.object_size}.")
+            if not bundle.settings.object_size:
+                raise InputError(
+                    "This model does not record the object size it was trained for; "
+                    "give a scale factor instead."
+                )
+            factor = float(bundle.settings.object_size) / float(self.object_size)
+        else:
+            factor = float(bundle.settings.scale_factor)
+        if not (math.isfinite(factor) and 0.05 <= factor <= 20):
+            raise InputError(f"Scale factor must be between 0.05 and 20; got {factor:g}.")
+        return factor
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for CUDA/MPS/CPU out-of-memory errors raised by torch."""
+    oom = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
+    if isinstance(exc, oom):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def _resize_chw(chw: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    t = torch.from_numpy(np.ascontiguousarray(chw))[None]
+    down = size[0] < chw.shape[1] or size[1] < chw.shape[2]
+    out = torch.nn.functional.interpolate(t, size=size, mode="bilinear", align_corners=False,
+                                          antialias=down)
+    return out[0].numpy()
+
+
+class _Plan:
+    """Mutable device/tile/batch settings, degraded step by step on out-of-memory."""
+
+    def __init__(self, device: torch.device, tile: int, batch: int):
+        self.device, self.tile, self.batch = device, tile, batch
+        self.first_tile, self.first_batch = tile, batch
+
+    def degrade(self) -> str | None:
+        """Move to the next, cheaper setting; return its description, or None if none is left."""
+        if self.batch > 1:
+            self.batch = max(1, self.batch // 2)
+            return f"batch size {self.batch}"
+        if self.tile > MIN_TILE:
+            self.tile = max(MIN_TILE, (self.tile // 2) // MULTIPLE * MULTIPLE)
+            return f"tile size {self.tile}"
+        if self.device.type != "cpu":
+            self.device = torch.device("cpu")
+            self.tile, self.batch = self.first_tile, self.first_batch
+            return "the CPU"
+        return None
+
+
+def _forward_plane(
+    model: torch.nn.Module,
+    norm: np.ndarray,
+    out: np.ndarray,
+    plan: _Plan,
+    overlap: float,
+    amp: bool,
+    progress: list[int],
+) -> Generator[Progress, None, None]:
+    """Predict one normalised ``(C, H, W)`` plane into ``out`` (``(H, W)``, overwritten)."""
+    grid = TileGrid.build(norm.shape[1], norm.shape[2], plan.tile, overlap)
+    wy, wx = grid.windows()
+    vh, vw = grid.valid()
+    device = plan.device
+    window = torch.from_numpy(np.outer(wy, wx)).to(device)
+    dtype = autocast_dtype(device) if amp else None
+    buf = np.empty((plan.batch, norm.shape[0], grid.tile_h, grid.tile_w), dtype=np.float32)
+    out.fill(0.0)
+    origins = list(grid.origins())
+    for start in range(0, len(origins), plan.batch):
+        chunk = origins[start:start + plan.batch]
+        for k, (y, x) in enumerate(chunk):
+            grid.extract(norm, y, x, buf[k])
+        batch = torch.from_numpy(buf[: len(chunk)]).to(device)
+        with torch.inference_mode(), torch.autocast(
+            device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None
+        ):
+            logits = model(batch)
+        probs = torch.sigmoid(logits[:, 0, :vh, :vw].float())
+        if not bool(torch.isfinite(probs).all()):
+            raise SegloopError(
+                "The model produced NaN/Inf outputs; its weights may be corrupt."
+            )
+        probs.mul_(window)
+        host = probs.cpu().numpy()
+        for k, (y, x) in enumerate(chunk):
+            out[y:y + vh, x:x + vw] += host[k]
+        progress[0] += len(chunk)
+        yield Progress(progress[0], progress[1])
+    sum_y, sum_x = grid.weight_sums()
+    rows = max(1, 1_048_576 // max(1, out.shape[1]))
+    for r in range(0, out.shape[0], rows):
+        out[r:r + rows] /= np.outer(sum_y[r:r + rows], sum_x)
+    np.clip(out, 0.0, 1.0, out=out)
+
+
+def predict(
+    bundle: ModelBundle,
+    image: Any,
+    options: PredictOptions | None = None,
+    slice_index: tuple[int, ...] | None = None,
+) -> Generator[Event, None, np.ndarray]:
+    """Predict a probability map for ``image``, tile by tile.
+
+    Parameters
+    ----------
+    bundle : ModelBundle
+        The model and its settings.
+    image : array-like
+        2-D, RGB(A), multichannel or stacked image (see
+        :mod:`napari_segloop.core.normalize` for the layout rules).
+    options : PredictOptions, optional
+        Device, tiling, scale and channel options.
+    slice_index : tuple of int, optional
+        Predict only this stack position (the current slice in napari); the
+        result is then a single ``(H, W)`` map.
+
+    Yields
+    ------
+    Progress or Notice
+        One :class:`Progress` per batch of tiles.
+
+    Returns
+    -------
+    np.ndarray
+        float32 probabilities in ``[0, 1]``, shaped like the image without its
+        channel axis (or ``(H, W)`` with ``slice_index``).
+
+    Raises
+    ------
+    InputError
+        For images that do not fit the model.
+    """
+    opts = (options or PredictOptions()).resolved(bundle)
+    prepared = prepare_input(
+        image, bundle.in_channels, opts.channel_axis, opts.rgb, opts.convert, opts.channel
+    )
+    for note in prepared.notes:
+        yield Notice(note)
+    if slice_index is not None:
+        index = tuple(int(i) for i in slice_index)
+        if len(index) != len(prepared.stack_shape) or any(
+            not 0 <= i < n for i, n in zip(index, prepared.stack_shape, strict=False)
+        ):
+            raise InputError(
+                f"Slice {index} does not exist in a stack of shape {prepared.stack_shape}."
+            )
+        indices: Iterable[tuple[int, ...]] = [index]
+        out = np.empty(prepared.spatial_shape, dtype=np.float32)
+        n_slices = 1
+    else:
+        indices = itertools.product(*(range(n) for n in prepared.stack_shape))
+        out = np.empty(prepared.output_shape, dtype=np.float32)
+        n_slices = prepared.n_slices
+
+    choice = resolve_device(opts.device)
+    for text in choice.notices:
+        yield Notice(text, "warning")
+    plan = _Plan(choice.device, int(opts.tile_size), int(opts.batch_size))
+    factor = float(opts.scale)
+    h, w = prepared.spatial_shape
+    sh, sw = (max(1, round(h * factor)), max(1, round(w * factor))) if factor != 1 else (h, w)
+    if factor != 1:
+        yield Notice(f"Image resized by {factor:g} for the model ({h}x{w} -> {sh}x{sw}).")
+    tiles_per_slice = len(TileGrid.build(sh, sw, plan.tile, float(opts.overlap)))
+    progress = [0, tiles_per_slice * n_slices]
+    yield Progress(0, progress[1], "starting")
+
+    model = bundle.model
+    model.eval()
+    warned: set[str] = set()
+    for done_slices, index in enumerate(indices):
+        raw = prepared.slice_chw(index)
+        norm, warnings = normalize_slice(raw, bundle.settings.normalization)
+        for text in warnings:
+            if text not in warned:
+                warned.add(text)
+                yield Notice(text if not index else f"Slice {index}: {text}", "warning")
+        if factor != 1:
+            norm = _resize_chw(norm, (sh, sw))
+        target = out if slice_index is not None or not index else out[index]
+        plane = target if factor == 1 else np.empty((sh, sw), dtype=np.float32)
+        slice_start = progress[0]
+        while True:
+            try:
+                model.to(plan.device)
+                yield from _forward_plane(
+                    model, norm, plane, plan, float(opts.overlap), opts.amp, progress
+                )
+                break
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                failed_on = plan.device
+                empty_cache(failed_on)
+                step = plan.degrade()
+                if step is None:
+                    raise SegloopError(
+                        "Out of memory even with the smallest tiles on the CPU; "
+                        "close other programs or predict the current slice only."
+                    ) from exc
+                yield Notice(f"Out of memory on {failed_on}; retrying with {step}.", "warning")
+                remaining = n_slices - done_slices
+                progress[0] = slice_start
+                progress[1] = slice_start + remaining * len(
+                    TileGrid.build(sh, sw, plan.tile, float(opts.overlap))
+                )
+                yield Progress(progress[0], progress[1], "retrying")
+        if factor != 1:
+            target[...] = _resize_chw(plane[None], (h, w))[0]
+            np.clip(target, 0.0, 1.0, out=target)
+        del norm
+    return out
+
+
+def run_to_end(
+    gen: Generator[Event, None, np.ndarray],
+    on_event: Callable[[Event], None] | None = None,
+) -> np.ndarray:
+    """Drive a :func:`predict` generator to its end and return its result."""
+    while True:
+        try:
+            event = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if on_event is not None:
+            on_event(event)
+
+
+def predict_array(bundle: ModelBundle, image: Any, **options: Any) -> np.ndarray:
+    """Convenience wrapper: run :func:`predict` to the end and return the map."""
+    return run_to_end(predict(bundle, image, PredictOptions(**options)))

@@ -1,0 +1,331 @@
+"""Input preparation: channel layout, conversions, intensity normalisation, NaN policy.
+
+Layout
+    Any input is viewed (without copying) as ``stack + (C, H, W)``: the last
+    two non-channel axes are the image plane, a channel axis is detected or
+    given, and every other axis (z, t, ...) is a stack processed slice by slice.
+
+Channel rules
+    * 2-D arrays have one channel.
+    * A last axis of size 3 or 4 is RGB(A), as in napari (``rgb=True`` forces it).
+    * For a multichannel model, another non-spatial axis whose size equals the
+      model's channel count is the channel axis (``(C, H, W)``, ``(Z, C, H, W)``).
+    * A mismatch is an error naming the expected and found channels, unless the
+      user chose an explicit conversion: ``gray`` (average the channels, alpha
+      dropped), ``repeat`` (copy one channel to every model channel) or
+      ``channel=k`` (use channel k only). RGBA given to a 3-channel model drops
+      alpha with a note.
+
+NaN/Inf policy
+    Non-finite pixels are replaced by the slice's low percentile (background)
+    before normalisation and counted in a warning, so they never reach the
+    network, the probabilities, masks or metrics. A slice with no finite pixel
+    is an error.
+
+Normalisation
+    Per 2-D slice and channel: ``percentile`` maps the ``low``/``high``
+    percentiles of the finite pixels to 0/1 (clipped to ``[clip_min,
+    clip_max]``); ``fixed`` computes ``(x - mean) / std``. A constant slice
+    gives zeros and a warning, never a division by zero. Percentiles of very
+    large slices are estimated on a regular subsample of about 2 million
+    pixels (exact for smaller slices).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from napari_segloop.core.bundle import Normalization
+from napari_segloop.core.errors import InputError
+
+Conversion = Literal["none", "gray", "repeat"]
+_PERCENTILE_SAMPLE = 2_000_000
+
+
+@dataclass
+class PreparedInput:
+    """A view of the user's array arranged as ``stack + (C, H, W)``.
+
+    Attributes
+    ----------
+    data : np.ndarray
+        View (no copy) with layout ``stack_shape + (C_in, H, W)``.
+    channel_axis : int or None
+        The channel axis in the original array, or None.
+    stack_shape : tuple of int
+        Shape of the stack axes (empty for a 2-D image).
+    spatial_shape : tuple of int
+        ``(H, W)``.
+    channel_select : list of int or None
+        Channels of ``data`` to use (after dropping alpha or picking one).
+    convert : str
+        ``none``, ``gray`` or ``repeat``.
+    model_channels : int
+        Channels the model expects.
+    notes : list of str
+        Messages for the user (for example "alpha channel dropped").
+    """
+
+    data: np.ndarray
+    channel_axis: int | None
+    stack_shape: tuple[int, ...]
+    spatial_shape: tuple[int, int]
+    channel_select: list[int] | None
+    convert: Conversion
+    model_channels: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        """Shape of the probability map: the input's shape without its channel axis."""
+        return self.stack_shape + self.spatial_shape
+
+    @property
+    def n_slices(self) -> int:
+        """Number of 2-D slices in the stack."""
+        return int(np.prod(self.stack_shape, dtype=np.int64)) if self.stack_shape else 1
+
+    def slice_chw(self, index: tuple[int, ...]) -> np.ndarray:
+        """Return the ``(C_model, H, W)`` raw view/array for stack position ``index``."""
+        chw = self.data[index] if index else self.data
+        if self.channel_select is not None:
+            chw = chw[self.channel_select]
+        if self.convert == "gray" and chw.shape[0] != 1:
+            chw = chw.astype(np.float32).mean(axis=0, keepdims=True)
+        if self.convert == "repeat" and chw.shape[0] != self.model_channels:
+            chw = np.broadcast_to(chw[:1], (self.model_channels, *chw.shape[1:]))
+        return chw
+
+
+def detect_channel_axis(
+    shape: tuple[int, ...], model_channels: int, rgb: bool | None = None
+) -> int | None:
+    """Guess the channel axis of an array of ``shape`` for a model.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        The array's shape.
+    model_channels : int
+        Channels the model expects.
+    rgb : bool, optional
+        napari's ``layer.rgb`` when known: True forces the last axis.
+
+    Returns
+    -------
+    int or None
+        A non-negative axis index, or None for single-channel data.
+    """
+    ndim = len(shape)
+    if ndim < 2:
+        return None
+    if rgb:
+        return ndim - 1
+    if ndim == 2:
+        return None
+    if rgb is None and shape[-1] in (3, 4):
+        return ndim - 1
+    if model_channels > 1:
+        for axis in range(ndim - 2):
+            if shape[axis] == model_channels:
+                return axis
+    return None
+
+
+def prepare_input(
+    image: np.ndarray,
+    model_channels: int,
+    channel_axis: int | Literal["auto"] | None = "auto",
+    rgb: bool | None = None,
+    convert: Conversion = "none",
+    channel: int | None = None,
+) -> PreparedInput:
+    """Check an image against a model and arrange it as ``stack + (C, H, W)``.
+
+    Parameters
+    ----------
+    image : array-like
+        2-D, RGB(A), multichannel or stacked image, any numeric or bool dtype.
+    model_channels : int
+        Channels the model expects.
+    channel_axis : int, "auto" or None
+        Channel axis of ``image``; ``"auto"`` detects it, None means none.
+    rgb : bool, optional
+        napari's ``layer.rgb`` when known.
+    convert : {"none", "gray", "repeat"}
+        Explicit conversion when channels do not match.
+    channel : int, optional
+        Use only this channel of the image (for single-channel models).
+
+    Returns
+    -------
+    PreparedInput
+
+    Raises
+    ------
+    InputError
+        Empty, 1-D, non-numeric input, or a channel mismatch with no conversion.
+    """
+    arr = np.asarray(image)
+    if arr.dtype.kind not in "biuf":
+        raise InputError(f"Images must be numeric or boolean, not {arr.dtype}.")
+    if arr.ndim < 2:
+        raise InputError(f"Images must have at least 2 dimensions; got shape {arr.shape}.")
+    if arr.size == 0:
+        raise InputError(f"The image is empty (shape {arr.shape}).")
+    if convert not in ("none", "gray", "repeat"):
+        raise InputError(f"Unknown conversion {convert!r}; use none, gray or repeat.")
+    axis = detect_channel_axis(arr.shape, model_channels, rgb) if channel_axis == "auto" else channel_axis
+    if axis is not None:
+        if not -arr.ndim <= axis < arr.ndim:
+            raise InputError(f"Channel axis {axis} does not exist in an image of shape {arr.shape}.")
+        axis %= arr.ndim
+        if arr.ndim < 3:
+            raise InputError(f"An image of shape {arr.shape} has no room for a channel axis.")
+        data = np.moveaxis(arr, axis, -3)
+    else:
+        data = arr[..., np.newaxis, :, :]
+    n_found = data.shape[-3]
+    if min(data.shape[-2:]) < 1:
+        raise InputError(f"The image plane is empty (shape {arr.shape}).")
+    notes: list[str] = []
+    select: list[int] | None = None
+    where = "" if axis is None else f" (axis {axis})"
+    if channel is not None:
+        if not 0 <= channel < n_found:
+            raise InputError(f"Channel {channel} does not exist; the image has {n_found} channel(s).")
+        select = [channel]
+        n_found = 1
+        notes.append(f"Using channel {channel} only.")
+    if convert == "gray":
+        if model_channels != 1:
+            raise InputError(
+                f"'gray' conversion makes 1 channel, but the model expects {model_channels}."
+            )
+        if n_found == 4 and axis == arr.ndim - 1 and select is None:
+            select = [0, 1, 2]
+            notes.append("Alpha channel dropped.")
+        if n_found > 1:
+            notes.append(f"{n_found if select is None else len(select)} channels averaged to gray.")
+    elif convert == "repeat":
+        if n_found != 1:
+            raise InputError(
+                f"'repeat' conversion needs a single-channel image, but it has {n_found} channels."
+            )
+        if model_channels > 1:
+            notes.append(f"The single channel is repeated to the model's {model_channels} channels.")
+    elif n_found != model_channels:
+        if n_found == 4 and model_channels == 3 and axis == arr.ndim - 1 and select is None:
+            select = [0, 1, 2]
+            notes.append("Alpha channel dropped.")
+        else:
+            found = "1 channel" if n_found == 1 else f"{n_found} channels{where}"
+            hint = (
+                "choose the conversion 'repeat'" if n_found == 1
+                else "choose the conversion 'gray' or pick one channel"
+                if model_channels == 1
+                else "pick the channel axis, or use a model for this image"
+            )
+            raise InputError(
+                f"The model expects {model_channels} input channel(s) but the image "
+                f"(shape {arr.shape}) has {found}; {hint}."
+            )
+    stack_shape = tuple(int(s) for s in data.shape[:-3])
+    spatial = (int(data.shape[-2]), int(data.shape[-1]))
+    return PreparedInput(
+        data=data,
+        channel_axis=axis,
+        stack_shape=stack_shape,
+        spatial_shape=spatial,
+        channel_select=select,
+        convert=convert,
+        model_channels=model_channels,
+        notes=notes,
+    )
+
+
+def _finite_sample(channel: np.ndarray) -> np.ndarray:
+    flat = channel.reshape(-1)
+    if flat.size > _PERCENTILE_SAMPLE:
+        step = int(np.ceil(flat.size / _PERCENTILE_SAMPLE))
+        flat = flat[::step]
+    if flat.dtype.kind == "f":
+        flat = flat[np.isfinite(flat)]
+    return flat
+
+
+def normalize_slice(chw: np.ndarray, norm: Normalization) -> tuple[np.ndarray, list[str]]:
+    """Normalise one ``(C, H, W)`` slice to a new float32 array.
+
+    Parameters
+    ----------
+    chw : np.ndarray
+        Raw intensities of one slice, any numeric or bool dtype.
+    norm : Normalization
+        The model's normalisation settings.
+
+    Returns
+    -------
+    normalised : np.ndarray
+        float32 ``(C, H, W)``, all finite.
+    warnings : list of str
+        Non-finite pixels replaced, constant channels.
+
+    Raises
+    ------
+    InputError
+        If a channel has no finite pixel.
+    """
+    warnings: list[str] = []
+    out = np.empty(chw.shape, dtype=np.float32)
+    for c in range(chw.shape[0]):
+        raw = chw[c]
+        if raw.dtype == np.bool_:
+            raw = raw.view(np.uint8)
+        dst = out[c]
+        # Cast into the preallocated output (no extra full-size copy).
+        np.copyto(dst, raw, casting="unsafe")
+        finite_mask = None
+        if raw.dtype.kind == "f":
+            finite = np.isfinite(dst)
+            if not finite.all():
+                finite_mask = finite
+        sample = _finite_sample(dst if finite_mask is None else dst[finite_mask])
+        if sample.size == 0:
+            raise InputError("The image has no finite pixel values (all NaN or Inf).")
+        if norm.kind == "fixed":
+            mean = float((norm.mean or [0.0])[min(c, len(norm.mean or [0.0]) - 1)])
+            std = float((norm.std or [1.0])[min(c, len(norm.std or [1.0]) - 1)])
+            lo = float(np.percentile(sample, norm.low)) if finite_mask is not None else mean
+            if finite_mask is not None:
+                dst[~finite_mask] = lo
+            dst -= mean
+            dst /= std
+        else:
+            lo, hi = (float(v) for v in np.percentile(sample, [norm.low, norm.high]))
+            if finite_mask is not None:
+                dst[~finite_mask] = lo
+            span = hi - lo
+            if not np.isfinite(span) or span <= 1e-12 * max(1.0, abs(hi)):
+                vmin, vmax = float(sample.min()), float(sample.max())
+                if vmax > vmin:
+                    lo, span = vmin, vmax - vmin
+                else:
+                    warnings.append(
+                        f"Channel {c} is constant ({vmin:g}); it is normalised to zeros."
+                    )
+                    dst.fill(0.0)
+                    continue
+            dst -= lo
+            dst /= span
+            if norm.clip:
+                np.clip(dst, norm.clip_min, norm.clip_max, out=dst)
+        if finite_mask is not None:
+            n_bad = int(finite_mask.size - np.count_nonzero(finite_mask))
+            warnings.append(
+                f"{n_bad} NaN/Inf pixel(s) in channel {c} were replaced by the background level."
+            )
+    return out, warnings
