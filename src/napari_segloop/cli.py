@@ -79,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     p.add_argument("--tile", type=int, default=None, help="tile size, a multiple of 32")
     p.add_argument("--overlap", type=float, default=None, help="tile overlap fraction (0-0.9)")
-    p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default 4)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="tiles per forward pass (default: 1 on the CPU, 8 on a GPU)")
     p.add_argument("--scale", type=float, default=None,
                    help="resize factor applied before the model (output resized back)")
     p.add_argument("--object-size", type=float, default=None,

@@ -30,7 +30,13 @@ import torch
 from napari_segloop.core.bundle import ModelBundle
 from napari_segloop.core.devices import autocast_dtype, empty_cache, resolve_device
 from napari_segloop.core.errors import InputError, SegloopError
-from napari_segloop.core.normalize import normalize_slice, prepare_input
+from napari_segloop.core.normalize import (
+    NormStats,
+    apply_stats,
+    compute_stats,
+    normalize_slice,
+    prepare_input,
+)
 from napari_segloop.core.tiling import MULTIPLE, TileGrid
 
 MIN_TILE = 64
@@ -68,8 +74,10 @@ class PredictOptions:
         Square tile edge, a multiple of 32.
     overlap : float, optional
         Fraction of a tile shared with its neighbour.
-    batch_size : int
-        Tiles per forward pass.
+    batch_size : int, optional
+        Tiles per forward pass; None picks 1 on the CPU (batching does not
+        speed up CPU inference but multiplies its activation memory) and 8 on
+        a GPU.
     scale : float, optional
         Resize factor applied before inference (output resized back).
     object_size : float, optional
@@ -90,7 +98,7 @@ class PredictOptions:
     device: str = "auto"
     tile_size: int | None = None
     overlap: float | None = None
-    batch_size: int = 4
+    batch_size: int | None = None
     scale: float | None = None
     object_size: float | None = None
     amp: bool = True
@@ -108,7 +116,7 @@ class PredictOptions:
             raise InputError(f"Tile size must be a positive multiple of {MULTIPLE}; got {tile}.")
         if not 0 <= overlap <= 0.9:
             raise InputError(f"Overlap must be between 0 and 0.9; got {overlap}.")
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise InputError(f"Batch size must be at least 1; got {self.batch_size}.")
         return PredictOptions(**{**self.__dict__, "tile_size": tile, "overlap": overlap,
                                  "scale": self.scale_factor(bundle)})
@@ -173,27 +181,34 @@ class _Plan:
 
 def _forward_plane(
     model: torch.nn.Module,
-    norm: np.ndarray,
+    source: np.ndarray,
+    stats: NormStats | None,
     out: np.ndarray,
     plan: _Plan,
     overlap: float,
     amp: bool,
     progress: list[int],
 ) -> Generator[Progress, None, None]:
-    """Predict one normalised ``(C, H, W)`` plane into ``out`` (``(H, W)``, overwritten)."""
-    grid = TileGrid.build(norm.shape[1], norm.shape[2], plan.tile, overlap)
+    """Predict one ``(C, H, W)`` plane into ``out`` (``(H, W)``, overwritten).
+
+    ``source`` holds raw values normalised tile by tile with ``stats``, or
+    values already normalised when ``stats`` is None.
+    """
+    grid = TileGrid.build(source.shape[1], source.shape[2], plan.tile, overlap)
     wy, wx = grid.windows()
     vh, vw = grid.valid()
     device = plan.device
     window = torch.from_numpy(np.outer(wy, wx)).to(device)
     dtype = autocast_dtype(device) if amp else None
-    buf = np.empty((plan.batch, norm.shape[0], grid.tile_h, grid.tile_w), dtype=np.float32)
+    buf = np.empty((plan.batch, source.shape[0], grid.tile_h, grid.tile_w), dtype=np.float32)
     out.fill(0.0)
     origins = list(grid.origins())
     for start in range(0, len(origins), plan.batch):
         chunk = origins[start:start + plan.batch]
         for k, (y, x) in enumerate(chunk):
-            grid.extract(norm, y, x, buf[k])
+            grid.extract(source, y, x, buf[k])
+            if stats is not None:
+                apply_stats(buf[k], stats)
         batch = torch.from_numpy(buf[: len(chunk)]).to(device)
         with torch.inference_mode(), torch.autocast(
             device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None
@@ -279,7 +294,8 @@ def predict(
     choice = resolve_device(opts.device)
     for text in choice.notices:
         yield Notice(text, "warning")
-    plan = _Plan(choice.device, int(opts.tile_size), int(opts.batch_size))
+    batch = opts.batch_size or (1 if choice.device.type == "cpu" else 8)
+    plan = _Plan(choice.device, int(opts.tile_size), int(batch))
     factor = float(opts.scale)
     h, w = prepared.spatial_shape
     sh, sw = (max(1, round(h * factor)), max(1, round(w * factor))) if factor != 1 else (h, w)
@@ -294,13 +310,17 @@ def predict(
     warned: set[str] = set()
     for done_slices, index in enumerate(indices):
         raw = prepared.slice_chw(index)
-        norm, warnings = normalize_slice(raw, bundle.settings.normalization)
-        for text in warnings:
+        stats = compute_stats(raw, bundle.settings.normalization)
+        for text in stats.warnings:
             if text not in warned:
                 warned.add(text)
                 yield Notice(text if not index else f"Slice {index}: {text}", "warning")
         if factor != 1:
-            norm = _resize_chw(norm, (sh, sw))
+            # Resizing needs the whole normalised slice; without it, tiles are normalised one by one.
+            source = _resize_chw(normalize_slice(raw, bundle.settings.normalization)[0], (sh, sw))
+            source_stats = None
+        else:
+            source, source_stats = raw, stats
         target = out if slice_index is not None or not index else out[index]
         plane = target if factor == 1 else np.empty((sh, sw), dtype=np.float32)
         slice_start = progress[0]
@@ -308,7 +328,7 @@ def predict(
             try:
                 model.to(plan.device)
                 yield from _forward_plane(
-                    model, norm, plane, plan, float(opts.overlap), opts.amp, progress
+                    model, source, source_stats, plane, plan, float(opts.overlap), opts.amp, progress
                 )
                 break
             except Exception as exc:
@@ -332,7 +352,7 @@ def predict(
         if factor != 1:
             target[...] = _resize_chw(plane[None], (h, w))[0]
             np.clip(target, 0.0, 1.0, out=target)
-        del norm
+        del source
     return out
 
 

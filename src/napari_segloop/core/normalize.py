@@ -247,14 +247,110 @@ def prepare_input(
     )
 
 
+@dataclass
+class NormStats:
+    """Per-channel normalisation of one slice: ``(x - offset) / scale``, then clip.
+
+    Computed once per slice by :func:`compute_stats` and applied tile by tile
+    with :func:`apply_stats`, so no normalised copy of the whole slice is kept.
+
+    Attributes
+    ----------
+    offset, scale : np.ndarray
+        Per-channel values, float32, shape ``(C,)``.
+    fill : np.ndarray
+        Normalised value given to non-finite pixels (the background level).
+    clip : tuple of float or None
+        Range to clip to after scaling.
+    warnings : list of str
+        Non-finite pixels found, constant channels.
+    """
+
+    offset: np.ndarray
+    scale: np.ndarray
+    fill: np.ndarray
+    clip: tuple[float, float] | None
+    warnings: list[str] = field(default_factory=list)
+
+
 def _finite_sample(channel: np.ndarray) -> np.ndarray:
-    flat = channel.reshape(-1)
-    if flat.size > _PERCENTILE_SAMPLE:
-        step = int(np.ceil(flat.size / _PERCENTILE_SAMPLE))
-        flat = flat[::step]
-    if flat.dtype.kind == "f":
-        flat = flat[np.isfinite(flat)]
-    return flat
+    """A regular-grid sample of at most about 2 million finite values of a 2-D channel."""
+    h, w = channel.shape
+    step = max(1, int(np.ceil(np.sqrt(h * w / _PERCENTILE_SAMPLE))))
+    sample = np.asarray(channel[::step, ::step]).ravel()
+    if sample.dtype == np.bool_:
+        sample = sample.view(np.uint8)
+    if sample.dtype.kind == "f":
+        sample = sample[np.isfinite(sample)]
+    return sample
+
+
+def _count_nonfinite(channel: np.ndarray) -> int:
+    if channel.dtype.kind != "f":
+        return 0
+    rows = max(1, 1_048_576 // max(1, channel.shape[1]))
+    return int(sum(
+        channel[r:r + rows].size - np.count_nonzero(np.isfinite(channel[r:r + rows]))
+        for r in range(0, channel.shape[0], rows)
+    ))
+
+
+def compute_stats(chw: np.ndarray, norm: Normalization) -> NormStats:
+    """Compute the normalisation of one ``(C, H, W)`` slice without copying it.
+
+    Raises
+    ------
+    InputError
+        If a channel has no finite pixel.
+    """
+    n = chw.shape[0]
+    offset = np.zeros(n, dtype=np.float64)
+    scale = np.ones(n, dtype=np.float64)
+    fill = np.zeros(n, dtype=np.float64)
+    warnings: list[str] = []
+    for c in range(n):
+        sample = _finite_sample(chw[c])
+        if sample.size == 0:
+            raise InputError("The image has no finite pixel values (all NaN or Inf).")
+        n_bad = _count_nonfinite(chw[c])
+        if norm.kind == "fixed":
+            means, stds = norm.mean or [0.0], norm.std or [1.0]
+            offset[c] = float(means[min(c, len(means) - 1)])
+            scale[c] = float(stds[min(c, len(stds) - 1)])
+            lo = float(np.percentile(sample, norm.low)) if n_bad else offset[c]
+        else:
+            lo, hi = (float(v) for v in np.percentile(sample, [norm.low, norm.high]))
+            span = hi - lo
+            if not np.isfinite(span) or span <= 1e-12 * max(1.0, abs(hi)):
+                vmin, vmax = float(sample.min()), float(sample.max())
+                if vmax > vmin:
+                    lo, span = vmin, vmax - vmin
+                else:
+                    warnings.append(f"Channel {c} is constant ({vmin:g}); it is normalised to zeros.")
+                    lo, span = vmin, 1.0
+            offset[c], scale[c] = lo, span
+        fill[c] = (lo - offset[c]) / scale[c]
+        if n_bad:
+            warnings.append(
+                f"{n_bad} NaN/Inf pixel(s) in channel {c} were replaced by the background level."
+            )
+    clip = (norm.clip_min, norm.clip_max) if norm.kind == "percentile" and norm.clip else None
+    if clip is not None:
+        fill = np.clip(fill, *clip)
+    return NormStats(offset.astype(np.float32), scale.astype(np.float32), fill.astype(np.float32),
+                     clip, warnings)
+
+
+def apply_stats(tile: np.ndarray, stats: NormStats) -> None:
+    """Normalise a float32 ``(C, h, w)`` tile of raw values in place."""
+    for c in range(tile.shape[0]):
+        t = tile[c]
+        t -= stats.offset[c]
+        t /= stats.scale[c]
+        if not np.isfinite(t).all():
+            t[~np.isfinite(t)] = stats.fill[c]
+        if stats.clip is not None:
+            np.clip(t, stats.clip[0], stats.clip[1], out=t)
 
 
 def normalize_slice(chw: np.ndarray, norm: Normalization) -> tuple[np.ndarray, list[str]]:
@@ -279,53 +375,8 @@ def normalize_slice(chw: np.ndarray, norm: Normalization) -> tuple[np.ndarray, l
     InputError
         If a channel has no finite pixel.
     """
-    warnings: list[str] = []
+    stats = compute_stats(chw, norm)
     out = np.empty(chw.shape, dtype=np.float32)
-    for c in range(chw.shape[0]):
-        raw = chw[c]
-        if raw.dtype == np.bool_:
-            raw = raw.view(np.uint8)
-        dst = out[c]
-        # Cast into the preallocated output (no extra full-size copy).
-        np.copyto(dst, raw, casting="unsafe")
-        finite_mask = None
-        if raw.dtype.kind == "f":
-            finite = np.isfinite(dst)
-            if not finite.all():
-                finite_mask = finite
-        sample = _finite_sample(dst if finite_mask is None else dst[finite_mask])
-        if sample.size == 0:
-            raise InputError("The image has no finite pixel values (all NaN or Inf).")
-        if norm.kind == "fixed":
-            mean = float((norm.mean or [0.0])[min(c, len(norm.mean or [0.0]) - 1)])
-            std = float((norm.std or [1.0])[min(c, len(norm.std or [1.0]) - 1)])
-            lo = float(np.percentile(sample, norm.low)) if finite_mask is not None else mean
-            if finite_mask is not None:
-                dst[~finite_mask] = lo
-            dst -= mean
-            dst /= std
-        else:
-            lo, hi = (float(v) for v in np.percentile(sample, [norm.low, norm.high]))
-            if finite_mask is not None:
-                dst[~finite_mask] = lo
-            span = hi - lo
-            if not np.isfinite(span) or span <= 1e-12 * max(1.0, abs(hi)):
-                vmin, vmax = float(sample.min()), float(sample.max())
-                if vmax > vmin:
-                    lo, span = vmin, vmax - vmin
-                else:
-                    warnings.append(
-                        f"Channel {c} is constant ({vmin:g}); it is normalised to zeros."
-                    )
-                    dst.fill(0.0)
-                    continue
-            dst -= lo
-            dst /= span
-            if norm.clip:
-                np.clip(dst, norm.clip_min, norm.clip_max, out=dst)
-        if finite_mask is not None:
-            n_bad = int(finite_mask.size - np.count_nonzero(finite_mask))
-            warnings.append(
-                f"{n_bad} NaN/Inf pixel(s) in channel {c} were replaced by the background level."
-            )
-    return out, warnings
+    np.copyto(out, chw.view(np.uint8) if chw.dtype == np.bool_ else chw, casting="unsafe")
+    apply_stats(out, stats)
+    return out, stats.warnings
