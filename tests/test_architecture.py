@@ -18,6 +18,9 @@ CORE_MODULES = [
     "napari_segloop.core.inference",
     "napari_segloop.core.imageio",
     "napari_segloop.core.threshold",
+    "napari_segloop.core.thresholds",
+    "napari_segloop.core.metrics",
+    "napari_segloop.core.synthetic",
     "napari_segloop.cli",
 ]
 

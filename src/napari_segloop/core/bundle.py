@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import shutil
 import socket
 import time
@@ -69,11 +70,16 @@ class Normalization:
 
 @dataclass
 class PostProcess:
-    """Post-processing applied after thresholding (``--threshold auto``)."""
+    """Post-processing applied after thresholding (``--threshold auto``).
+
+    ``split_touching`` separates touching objects with a distance-transform
+    watershed (absent from older ``segloop.json`` files: False).
+    """
 
     min_size: int = 0
     fill_holes: bool = False
     instances: bool = False
+    split_touching: bool = False
 
 
 @dataclass
@@ -131,9 +137,16 @@ class BundleSettings:
         Unknown keys are ignored (files from newer minor versions load);
         a newer ``format_version`` is refused with the version it needs.
         """
-        version = int(data.get("format_version", 1))
+        try:
+            version = int(data.get("format_version", 1))
+        except (TypeError, ValueError):
+            raise ModelLoadError(
+                f"{source} is not a valid segloop settings file: format_version "
+                f"{data.get('format_version')!r} is not a number."
+            ) from None
         if version > FORMAT_VERSION:
-            needed = data.get("provenance", {}).get("segloop_version", "a newer version")
+            prov = data.get("provenance")
+            needed = (prov.get("segloop_version") if isinstance(prov, Mapping) else None) or "a newer version"
             raise ModelLoadError(
                 f"{source} uses bundle format {version}, but this napari-segloop reads "
                 f"format {FORMAT_VERSION} at most; upgrade napari-segloop (saved with {needed})."
@@ -146,14 +159,20 @@ class BundleSettings:
             if "postprocess" in kwargs:
                 kwargs["postprocess"] = PostProcess(**_known(PostProcess, kwargs["postprocess"]))
             settings = cls(**kwargs)
-        except (TypeError, ValueError) as exc:
+            settings.validate(source)
+        except (TypeError, ValueError) as exc:  # e.g. a string where a number belongs
             raise ModelLoadError(f"{source} is not a valid segloop settings file: {exc}") from exc
-        settings.validate(source)
         return settings
 
     def validate(self, source: str = "settings") -> None:
         """Raise :class:`ModelLoadError` if a value is out of range."""
         problems = []
+        if not isinstance(self.channel_names, list) or not all(
+            isinstance(n, str) for n in self.channel_names
+        ):
+            problems.append("channel_names must be a list of names")
+        if not isinstance(self.provenance, dict):
+            problems.append("provenance must be a JSON object")
         if self.normalization.kind not in ("percentile", "fixed"):
             problems.append(f"normalization kind {self.normalization.kind!r} is unknown")
         if self.normalization.kind == "fixed" and (
@@ -174,6 +193,9 @@ class BundleSettings:
             problems.append(f"scale_factor {self.scale_factor} must be > 0")
         if self.object_size is not None and self.object_size <= 0:
             problems.append(f"object_size {self.object_size} must be > 0")
+        min_size = self.postprocess.min_size
+        if isinstance(min_size, bool) or not isinstance(min_size, (int, float)) or min_size < 0:
+            problems.append(f"post-processing min_size {min_size!r} must be a number >= 0")
         if self.output_kind != "binary":
             problems.append(f"output kind {self.output_kind!r} is not supported (only 'binary')")
         if problems:
@@ -248,6 +270,8 @@ class ModelBundle:
             post.append(f"remove < {pp.min_size} px")
         if pp.fill_holes:
             post.append("fill holes")
+        if pp.split_touching:
+            post.append("split touching objects")
         if pp.instances:
             post.append("instances")
         info = {
@@ -440,13 +464,17 @@ def save_bundle(bundle: ModelBundle, folder: str | os.PathLike, dtype: str = "fl
     import copy
 
     import torch
+    from safetensors import SafetensorError
 
     folder = Path(folder)
     if dtype not in ("float32", "float16"):
         raise ValueError("dtype must be 'float32' or 'float16'")
     bundle.settings.validate("bundle settings")
     parent = folder.parent
-    parent.mkdir(parents=True, exist_ok=True)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ModelLoadError(f"Could not save the model to {folder}: {exc.strerror or exc}") from exc
     tmp = parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
     old = parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
     settings = copy.deepcopy(bundle.settings)
@@ -473,8 +501,9 @@ def save_bundle(bundle: ModelBundle, folder: str | os.PathLike, dtype: str = "fl
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, folder)
-    except OSError as exc:
-        raise ModelLoadError(f"Could not save the model to {folder}: {exc.strerror or exc}") from exc
+    except (OSError, SafetensorError) as exc:  # safetensors reports a full disk as SafetensorError
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ModelLoadError(f"Could not save the model to {folder}: {reason}") from exc
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -607,6 +636,11 @@ def load_bundle(path: str | os.PathLike) -> ModelBundle:
     return ModelBundle(model=model, settings=settings, source=str(folder))
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _read_state_dict(path: Path) -> dict[str, Any]:
     import torch
 
@@ -615,13 +649,21 @@ def _read_state_dict(path: Path) -> dict[str, Any]:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        # torch refuses any global (class or function) that is not a tensor type; other
+        # unpickling errors mean a damaged file.
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        if found is None and "global" not in str(exc).lower():
+            raise ModelLoadError(
+                f"{path} is not a readable PyTorch weights file: {_first_line(exc)}"
+            ) from exc
+        what = f" ({found.group(1)})" if found else ""
         raise ModelLoadError(
-            f"Refused to load {path}: it contains Python objects other than tensors, and "
+            f"Refused to load {path}: it contains Python objects other than tensors{what}, and "
             "napari-segloop never executes code from a model file. Save a plain state dict "
             "(torch.save(model.state_dict(), ...)) or a bundle."
         ) from exc
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError) as exc:
-        raise ModelLoadError(f"{path} is not a readable PyTorch weights file: {exc}") from exc
+    except Exception as exc:  # a damaged file can fail anywhere in the reader (even IndexError)
+        raise ModelLoadError(f"{path} is not a readable PyTorch weights file: {_first_line(exc)}") from exc
     if isinstance(obj, Mapping):
         for key in ("state_dict", "model_state_dict", "model"):
             if key in obj and isinstance(obj[key], Mapping):

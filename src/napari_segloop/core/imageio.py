@@ -81,7 +81,11 @@ def write_image(path: str | os.PathLike, data: np.ndarray) -> Path:
         if suffix in (".tif", ".tiff"):
             import tifffile
 
-            tifffile.imwrite(str(tmp), data, compression="zlib" if data.dtype != np.float32 else None)
+            # A (Z, H, W) stack of 3 or 4 slices must not become an RGB image (tifffile's
+            # default): only channels-last RGB(A) data is written as RGB.
+            rgb = data.ndim == 3 and data.shape[-1] in (3, 4)
+            tifffile.imwrite(str(tmp), data, compression="zlib" if data.dtype != np.float32 else None,
+                             photometric="rgb" if rgb else "minisblack")
         elif suffix == ".npy":
             with open(tmp, "wb") as fh:
                 np.save(fh, data, allow_pickle=False)
