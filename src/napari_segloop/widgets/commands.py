@@ -1,0 +1,68 @@
+"""The ``segloop`` command that repeats what a dock just did, for scripts and clusters."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from napari_segloop.core.bundle import ModelBundle
+    from napari_segloop.core.inference import PredictOptions
+
+#: Shown instead of an image path when the layer was not opened from a file.
+IMAGE_PLACEHOLDER = "IMAGE.tif"
+#: Shown instead of a model path for a model that exists only in memory.
+MODEL_PLACEHOLDER = "MODEL_FOLDER"
+
+
+def model_arguments(bundle: ModelBundle) -> list[str]:
+    """The ``--model`` (and, for a plain state dict, ``--arch/--encoder``) arguments."""
+    source = str(bundle.source)
+    if source == "default":
+        return ["--model", "default"]
+    if source in ("", "new") or not Path(source).exists():
+        return ["--model", MODEL_PLACEHOLDER]
+    args = ["--model", source]
+    if Path(source).is_file():
+        args += ["--arch", bundle.architecture, "--encoder", bundle.encoder,
+                 "--in-channels", str(bundle.in_channels)]
+    return args
+
+
+def predict_command(
+    bundle: ModelBundle,
+    options: PredictOptions,
+    image_path: str | None,
+) -> str:
+    """Return the ``segloop predict`` command equivalent to a dock's run.
+
+    Parameters
+    ----------
+    bundle : ModelBundle
+        The model used.
+    options : PredictOptions
+        The options as given by the user (device as requested); tile size,
+        overlap and scale are written out explicitly.
+    image_path : str, optional
+        The image file (``layer.source.path``); a placeholder when None.
+
+    Returns
+    -------
+    str
+        A shell command line (arguments quoted where needed).
+    """
+    resolved = options.resolved(bundle)
+    image = image_path or IMAGE_PLACEHOLDER
+    output = f"{Path(image).stem}_probability.tif"
+    args = ["segloop", "predict", image, *model_arguments(bundle), "--output", output,
+            "--device", str(options.device or "auto"),
+            "--tile", str(resolved.tile_size), "--overlap", f"{resolved.overlap:g}",
+            "--batch-size", str(resolved.batch_size), "--scale", f"{resolved.scale:g}"]
+    if options.convert != "none":
+        args += ["--convert", options.convert]
+    if options.channel is not None:
+        args += ["--channel", str(options.channel)]
+    if not options.amp:
+        args.append("--no-amp")
+    return shlex.join(args)

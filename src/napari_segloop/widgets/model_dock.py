@@ -1,0 +1,375 @@
+"""The Model dock: load, create and describe the model every other dock uses.
+
+Loading and creating run in a napari worker; the model is replaced only when
+the new one is ready, so a failed load (a corrupt file, weights of another
+architecture, no network for ImageNet weights) shows an error naming the file
+and keeps the previous model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from pathlib import Path
+from typing import Any
+
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+from superqt import QCollapsible
+
+from napari_segloop.core import bundle as core_bundle
+from napari_segloop.core.inference import Progress
+from napari_segloop.widgets.jobs import JobFailed, create_job_worker
+from napari_segloop.widgets.session import session_for, unwrap
+from napari_segloop.widgets.settings import UserSettings
+
+#: Suggestions for the encoder field (any smp encoder or ``tu-<timm name>`` is accepted).
+COMMON_ENCODERS = (
+    "resnet18", "resnet34", "resnet50", "efficientnet-b0", "mobilenet_v2",
+    "tu-lcnet_050", "tu-mobilenetv3_small_100", "tu-convnext_tiny",
+)
+
+
+def load_job(spec: str, architecture: str | None, encoder: str | None,
+             in_channels: int) -> Generator[Progress, None, Any]:
+    """Load a model in a worker (``"default"``, a bundle folder or a weights file)."""
+    yield Progress(0, 1, "loading")
+    bundle = core_bundle.load_model(spec, architecture, encoder, in_channels)
+    yield Progress(1, 1)
+    return bundle
+
+
+def create_job(architecture: str, encoder: str, in_channels: int,
+               encoder_weights: str | None) -> Generator[Progress, None, Any]:
+    """Create a new, untrained model in a worker."""
+    yield Progress(0, 1, "creating")
+    bundle = core_bundle.create_model(architecture, encoder, in_channels, 1, encoder_weights)
+    yield Progress(1, 1)
+    return bundle
+
+
+class ModelDock(QWidget):
+    """Load the default model, a bundle folder or a weights file, or create a new model.
+
+    Parameters
+    ----------
+    napari_viewer : napari.viewer.Viewer
+        The viewer (napari passes it when the dock is opened).
+    settings : UserSettings, optional
+        Remembered settings (tests pass an isolated store).
+    """
+
+    def __init__(self, napari_viewer: Any, settings: UserSettings | None = None) -> None:
+        super().__init__()
+        self.viewer = unwrap(napari_viewer)
+        self.session = session_for(self.viewer)
+        self.settings = settings or UserSettings()
+        self.worker: Any = None
+        self._done: Callable[[Any], None] | None = None
+        self._build()
+        self._connect_session()
+        self._show_model(self.session.bundle)
+        self._update_device_label()
+        self._update_enabled()
+
+    # -- layout --------------------------------------------------------------
+    def _build(self) -> None:
+        layout = QVBoxLayout(self)
+
+        self.table = QTableWidget(0, 2, self)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.horizontalHeader().setVisible(False)
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.setWordWrap(True)
+        self.table.setToolTip("The loaded model, as `segloop info` describes it.")
+        self.table.setMinimumHeight(180)
+        layout.addWidget(QLabel("<b>Current model</b>"))
+        layout.addWidget(self.table, 1)  # extra height goes to the description
+
+        self.device_label = QLabel()
+        self.device_label.setWordWrap(True)
+        layout.addWidget(self.device_label)
+
+        self.default_button = QPushButton("Load built-in default model")
+        self.default_button.setToolTip("The nuclei model shipped with napari-segloop.")
+        self.default_button.clicked.connect(self.load_default)
+        layout.addWidget(self.default_button)
+
+        layout.addWidget(QLabel("<b>Load from disk</b>"))
+        form = QFormLayout()
+        path_row = QHBoxLayout()
+        self.path_edit = QLineEdit(self.settings.last_model_path)
+        self.path_edit.setPlaceholderText("bundle folder or .pt/.pth/.safetensors file")
+        self.path_edit.returnPressed.connect(self.load_from_field)
+        self.folder_button = QPushButton("Choose folder…")
+        self.folder_button.setToolTip("Choose a model bundle folder and load it.")
+        self.folder_button.clicked.connect(self._browse_folder)
+        self.file_button = QPushButton("Choose weights file…")
+        self.file_button.setToolTip(
+            "Choose a plain PyTorch state dict and load it with the architecture, encoder and "
+            "input channels under 'Weights file: architecture'."
+        )
+        self.file_button.clicked.connect(self._browse_file)
+        self.load_button = QPushButton("Load")
+        self.load_button.setToolTip("Load the bundle folder or weights file named in the field.")
+        self.load_button.clicked.connect(self.load_from_field)
+        path_row.addWidget(self.path_edit, 1)
+        path_row.addWidget(self.load_button)
+        form.addRow("Path", path_row)
+        layout.addLayout(form)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.folder_button)
+        buttons.addWidget(self.file_button)
+        layout.addLayout(buttons)
+
+        self.weights_section = QCollapsible("Weights file: architecture", self)
+        weights = QWidget()
+        weights_form = QFormLayout(weights)
+        self.arch_combo = self._architecture_combo(self.settings.architecture)
+        self.encoder_combo = self._encoder_combo(self.settings.encoder)
+        self.channels_spin = self._channels_spin(self.settings.in_channels)
+        weights_form.addRow("Architecture", self.arch_combo)
+        weights_form.addRow("Encoder", self.encoder_combo)
+        weights_form.addRow("Input channels", self.channels_spin)
+        note = QLabel("Needed only for plain weights files; bundle folders describe themselves.")
+        note.setWordWrap(True)
+        note.setStyleSheet("color: gray;")
+        weights_form.addRow(note)
+        self.weights_section.addWidget(weights)
+        layout.addWidget(self.weights_section)
+        self.path_edit.textChanged.connect(self._path_changed)
+        self._path_changed(self.path_edit.text())
+
+        self.new_section = QCollapsible("New model", self)
+        new = QWidget()
+        new_form = QFormLayout(new)
+        self.new_arch_combo = self._architecture_combo(self.settings.architecture)
+        self.new_encoder_combo = self._encoder_combo(self.settings.encoder)
+        self.new_channels_spin = self._channels_spin(self.settings.in_channels)
+        self.weights_combo = QComboBox()
+        self.weights_combo.addItems(["none", "imagenet"])
+        self.weights_combo.setToolTip(
+            "Pre-trained encoder weights. 'imagenet' needs the network unless they are cached."
+        )
+        self.create_button = QPushButton("Create untrained model")
+        self.create_button.clicked.connect(self.create_new)
+        new_form.addRow("Architecture", self.new_arch_combo)
+        new_form.addRow("Encoder", self.new_encoder_combo)
+        new_form.addRow("Input channels", self.new_channels_spin)
+        new_form.addRow("Encoder weights", self.weights_combo)
+        new_form.addRow(self.create_button)
+        self.new_section.addWidget(new)
+        layout.addWidget(self.new_section)
+
+        self.status = QLabel()
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(self.status)
+
+    @staticmethod
+    def _architecture_combo(current: str) -> QComboBox:
+        combo = QComboBox()
+        combo.addItems(core_bundle.architectures())
+        index = combo.findText(current, Qt.MatchFlag.MatchFixedString)
+        combo.setCurrentIndex(max(index, combo.findText("Unet")))
+        return combo
+
+    @staticmethod
+    def _encoder_combo(current: str) -> QComboBox:
+        combo = QComboBox()
+        combo.setEditable(True)
+        combo.addItems(COMMON_ENCODERS)
+        combo.setCurrentText(current)
+        combo.setToolTip("Any segmentation-models-pytorch encoder, or tu-<timm model name>.")
+        return combo
+
+    @staticmethod
+    def _channels_spin(value: int) -> QSpinBox:
+        spin = QSpinBox()
+        spin.setRange(1, 64)
+        spin.setValue(value)
+        return spin
+
+    def _connect_session(self) -> None:
+        pairs = [
+            (self.session.model_changed, self._show_model),
+            (self.session.busy_changed, self._update_enabled),
+            (self.session.device_changed, self._update_device_label),
+        ]
+        for signal, slot in pairs:
+            signal.connect(slot)
+
+        session, dock = self.session, self
+
+        def _on_destroyed(*_: Any) -> None:
+            for signal, slot in pairs:
+                signal.disconnect(slot, missing_ok=True)
+            job = session.job
+            if job is not None and job.worker is dock.worker:
+                job.worker.quit()
+
+        self.destroyed.connect(_on_destroyed)
+
+    # -- display -------------------------------------------------------------
+    def _show_model(self, bundle: Any = None) -> None:
+        if bundle is None:
+            rows = [("model", "none loaded (Predict loads the default model on first run)")]
+        else:
+            rows = list(bundle.describe().items())
+        self.table.setRowCount(len(rows))
+        for i, (key, value) in enumerate(rows):
+            for j, text in enumerate((key, value)):
+                item = QTableWidgetItem(str(text))
+                item.setToolTip(str(text))
+                item.setTextAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
+                self.table.setItem(i, j, item)
+        self.table.resizeRowsToContents()
+
+    def _update_device_label(self, *_: Any) -> None:
+        requested = self.session.device
+        used = self.session.resolved_device()
+        self.device_label.setText(
+            f"Device: <b>{used}</b>"
+            + (" (auto)" if requested in ("", "auto") else "")
+            + f" &nbsp; available: {', '.join(self.session.devices)}"
+        )
+
+    def _update_enabled(self, *_: Any) -> None:
+        idle = not self.session.busy
+        for widget in (self.default_button, self.load_button, self.folder_button, self.file_button,
+                       self.create_button):
+            widget.setEnabled(idle)
+
+    # -- actions -------------------------------------------------------------
+    def _browse_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Model bundle folder", self._start_dir())
+        if folder:
+            self.path_edit.setText(folder)
+            self.load_from_field()
+
+    def _browse_file(self) -> None:
+        pattern = " ".join(f"*{s}" for s in core_bundle.STATE_DICT_SUFFIXES)
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Model weights file", self._start_dir(), f"Weights ({pattern});;All files (*)"
+        )
+        if path:
+            self.path_edit.setText(path)
+            self.load_from_field()
+
+    def _path_changed(self, text: str) -> None:
+        """Show the architecture fields when the path is a weights file (they are needed then)."""
+        if text.strip() and Path(text.strip()).is_file() and not self.weights_section.isExpanded():
+            self.weights_section.expand(animate=False)
+
+    def _start_dir(self) -> str:
+        text = self.path_edit.text().strip()
+        return str(Path(text).parent) if text else str(Path.home())
+
+    def load_default(self) -> bool:
+        """Load the built-in default model in the background."""
+        return self.load("default")
+
+    def load_from_field(self) -> bool:
+        """Load the bundle folder or weights file named in the path field."""
+        text = self.path_edit.text().strip()
+        if not text:
+            self.status.setText("Enter or choose a model folder or file first.")
+            return False
+        return self.load(text, self.arch_combo.currentText(), self.encoder_combo.currentText().strip(),
+                         self.channels_spin.value())
+
+    def load(self, spec: str, architecture: str | None = None, encoder: str | None = None,
+             in_channels: int = 1) -> bool:
+        """Load ``spec`` (``"default"``, a bundle folder or a weights file) in a worker.
+
+        Returns
+        -------
+        bool
+            False if another job is running (nothing started).
+        """
+        is_file = spec != "default" and Path(spec).is_file()
+        worker = create_job_worker(load_job, spec, architecture if is_file else None,
+                                   encoder if is_file else None, in_channels,
+                                   desc="segloop: loading model")
+
+        def done(result: Any) -> None:
+            if isinstance(result, JobFailed):
+                self._failed(spec, result.message)
+                return
+            if spec != "default":
+                self.settings.last_model_path = spec
+                if is_file:
+                    self.settings.architecture = str(architecture)
+                    self.settings.encoder = str(encoder)
+                    self.settings.in_channels = int(in_channels)
+            self._accept(result, f"Loaded {spec}.")
+
+        return self._start(worker, done, f"Loading {spec}…")
+
+    def create_new(self) -> bool:
+        """Create an untrained model with the choices in the "New model" section."""
+        arch = self.new_arch_combo.currentText()
+        encoder = self.new_encoder_combo.currentText().strip()
+        channels = self.new_channels_spin.value()
+        weights = self.weights_combo.currentText()
+        worker = create_job_worker(create_job, arch, encoder, channels, weights,
+                                   desc="segloop: creating model")
+
+        def done(result: Any) -> None:
+            if isinstance(result, JobFailed):
+                self._failed(f"a new {arch} with {encoder}", result.message, verb="create")
+                return
+            self.settings.architecture, self.settings.encoder = arch, encoder
+            self.settings.in_channels = channels
+            self._accept(result, f"Created an untrained {arch} with {encoder} ({weights} weights).")
+
+        return self._start(worker, done, f"Creating {arch} with {encoder}…")
+
+    def _start(self, worker: Any, done: Callable[[Any], None], message: str) -> bool:
+        if self.session.busy:
+            self.status.setText("Wait for the running job to finish (or cancel it) first.")
+            return False
+        # Bound methods of this QObject (not lambdas): Qt drops the connections if the dock is closed.
+        self._done = done
+        worker.returned.connect(self._on_returned)
+        worker.errored.connect(self._on_errored)
+        self.worker = worker
+        self.status.setText(message)
+        return self.session.start_job("model", worker)
+
+    def _on_returned(self, result: Any) -> None:
+        done, self._done = self._done, None
+        if done is not None:
+            done(result)
+
+    def _on_errored(self, exc: Exception) -> None:
+        self._done = None
+        self.status.setText(f"Failed with an unexpected error (see the notification): {exc}")
+
+    def _accept(self, bundle: Any, message: str) -> None:
+        self.session.set_model(bundle)
+        self.status.setText(message)
+
+    def _failed(self, what: str, message: str, verb: str = "load") -> None:
+        from napari.utils.notifications import show_error
+
+        text = message if what in message else f"Could not {verb} {what}: {message}"
+        kept = "the previous model is still loaded" if self.session.bundle else "no model is loaded"
+        self.status.setText(f"{text} ({kept})")
+        show_error(f"{text} ({kept}).")

@@ -1,0 +1,464 @@
+"""The Predict dock: run the model on an image layer and show its probability map.
+
+The dock reads the chosen layer on the main thread, runs
+:func:`napari_segloop.core.inference.predict` in a napari worker with a
+progress bar and a Cancel button, and writes the result to the
+``<image> probability`` layer (see :mod:`napari_segloop.widgets.layer_io`).
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from napari.layers import Image
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QApplication,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+from superqt import QCollapsible
+
+from napari_segloop.core import bundle as core_bundle
+from napari_segloop.core.errors import SegloopError
+from napari_segloop.core.inference import Notice, PredictOptions, Progress, predict
+from napari_segloop.widgets import layer_io
+from napari_segloop.widgets.commands import predict_command
+from napari_segloop.widgets.jobs import JobFailed, ModelReady, create_job_worker, notify, show_progress
+from napari_segloop.widgets.layer_combo import LayerComboBox
+from napari_segloop.widgets.session import session_for, unwrap
+from napari_segloop.widgets.settings import MODEL_DEFAULT, UserSettings
+
+#: Channel conversions offered to the user: (label, convert, channel).
+CONVERSIONS = (
+    ("as is", "none", None),
+    ("average to gray", "gray", None),
+    ("repeat to the model's channels", "repeat", None),
+)
+
+
+def predict_job(
+    bundle: Any, data: np.ndarray, options: PredictOptions
+) -> Generator[Any, None, np.ndarray]:
+    """The worker's generator: load the default model if needed, then predict."""
+    if bundle is None:
+        yield Progress(0, 0, "loading the default model")
+        bundle = core_bundle.load_model("default")
+        yield ModelReady(bundle)
+    return (yield from predict(bundle, data, options))
+
+
+def default_model_available() -> bool:
+    """True if the built-in default model is installed."""
+    return (core_bundle.default_model_path() / core_bundle.WEIGHTS_FILE).is_file()
+
+
+@dataclass
+class _Run:
+    """What the result handler needs to know about the run in flight."""
+
+    image: weakref.ref
+    image_name: str
+    image_path: str | None
+    inp: layer_io.PredictInput
+    options: PredictOptions
+    bundle: Any
+    worker: Any
+    cancelled: bool = False
+
+
+class PredictDock(QWidget):
+    """Predict a probability map for an image layer.
+
+    Parameters
+    ----------
+    napari_viewer : napari.viewer.Viewer
+        The viewer (napari passes it when the dock is opened).
+    settings : UserSettings, optional
+        Remembered settings (tests pass an isolated store).
+    """
+
+    def __init__(self, napari_viewer: Any, settings: UserSettings | None = None) -> None:
+        super().__init__()
+        self.viewer = unwrap(napari_viewer)
+        self.session = session_for(self.viewer)
+        self.settings = settings or UserSettings()
+        self.run_state: _Run | None = None
+        self._conversions: list[tuple[str, int | None]] = []
+        self._build()
+        self._load_settings()
+        self._connect_session()
+        self._on_layer_changed(self.image_combo.layer())
+
+    # -- layout --------------------------------------------------------------
+    def _build(self) -> None:
+        layout = QVBoxLayout(self)
+        form = QFormLayout()
+        self.image_combo = LayerComboBox(self.viewer, Image, parent=self)
+        self.image_combo.layer_changed.connect(self._on_layer_changed)
+        form.addRow("Image", self.image_combo)
+        self.model_label = QLabel()
+        self.model_label.setWordWrap(True)
+        form.addRow("Model", self.model_label)
+
+        self.mode_combo = QComboBox()
+        self.mode_combo.addItems(["whole stack", "current slice"])
+        self.mode_combo.setToolTip("For stacks: predict every slice, or only the one shown.")
+        form.addRow("Stack", self.mode_combo)
+
+        self.convert_combo = QComboBox()
+        self.convert_combo.setToolTip(
+            "How the image's channels are turned into the model's input channels. "
+            "Needed only when they differ."
+        )
+        self.convert_combo.currentIndexChanged.connect(self._update_hint)
+        form.addRow("Channels", self.convert_combo)
+
+        self.scale_spin = QDoubleSpinBox()
+        self.scale_spin.setRange(0.0, 20.0)
+        self.scale_spin.setSingleStep(0.05)
+        self.scale_spin.setDecimals(2)
+        self.scale_spin.setSpecialValueText("model default")
+        self.scale_spin.setToolTip(
+            "Resize factor applied before the model (the result is resized back). Above 1 when "
+            "the objects are smaller than those the model was trained on."
+        )
+        form.addRow("Scale", self.scale_spin)
+
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(["auto", *self.session.devices])
+        self.device_combo.setToolTip("auto: CUDA, then Apple MPS, then the CPU.")
+        form.addRow("Device", self.device_combo)
+        layout.addLayout(form)
+
+        self.tiling_section = QCollapsible("Tiling", self)
+        tiling = QWidget()
+        tiling_form = QFormLayout(tiling)
+        self.tile_spin = QSpinBox()
+        self.tile_spin.setRange(0, 4096)
+        self.tile_spin.setSingleStep(32)
+        self.tile_spin.setSpecialValueText("model default")
+        self.tile_spin.setToolTip("Square tile edge in pixels, a multiple of 32.")
+        self.overlap_spin = QDoubleSpinBox()
+        self.overlap_spin.setRange(-0.05, 0.9)
+        self.overlap_spin.setSingleStep(0.05)
+        self.overlap_spin.setDecimals(2)
+        self.overlap_spin.setSpecialValueText("model default")
+        self.overlap_spin.setToolTip("Fraction of a tile shared with its neighbour (smooth seams).")
+        self.batch_spin = QSpinBox()
+        self.batch_spin.setRange(1, 256)
+        self.batch_spin.setToolTip("Tiles per forward pass; lower it if memory is short.")
+        tiling_form.addRow("Tile size", self.tile_spin)
+        tiling_form.addRow("Overlap", self.overlap_spin)
+        tiling_form.addRow("Batch size", self.batch_spin)
+        self.tiling_section.addWidget(tiling)
+        layout.addWidget(self.tiling_section)
+
+        buttons = QHBoxLayout()
+        self.run_button = QPushButton("Run")
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop after the current batch of tiles; nothing is written.")
+        self.cancel_button.clicked.connect(self.cancel)
+        buttons.addWidget(self.run_button, 1)
+        buttons.addWidget(self.cancel_button)
+        layout.addLayout(buttons)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
+        layout.addWidget(self.progress_bar)
+        self.status = QLabel()
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(self.status)
+
+        layout.addWidget(QLabel("Equivalent command:"))
+        command_row = QHBoxLayout()
+        self.command_edit = QLineEdit()
+        self.command_edit.setReadOnly(True)
+        self.command_edit.setPlaceholderText("shown after a run")
+        self.copy_button = QPushButton("Copy")
+        self.copy_button.setToolTip("Copy the command to the clipboard.")
+        self.copy_button.clicked.connect(self.copy_command)
+        command_row.addWidget(self.command_edit, 1)
+        command_row.addWidget(self.copy_button)
+        layout.addLayout(command_row)
+        layout.addStretch(1)
+
+    def _load_settings(self) -> None:
+        s = self.settings
+        device = s.device if self.device_combo.findText(s.device) >= 0 else "auto"
+        self.device_combo.setCurrentText(device)
+        self.session.set_device(device)
+        self.tile_spin.setValue(0 if s.tile_size == MODEL_DEFAULT else s.tile_size)
+        overlap = s.overlap
+        self.overlap_spin.setValue(self.overlap_spin.minimum() if overlap == MODEL_DEFAULT else overlap)
+        self.batch_spin.setValue(s.batch_size)
+        self.device_combo.currentTextChanged.connect(self._device_chosen)
+        self.tile_spin.valueChanged.connect(self._save_tiling)
+        self.overlap_spin.valueChanged.connect(self._save_tiling)
+        self.batch_spin.valueChanged.connect(self._save_tiling)
+
+    def _device_chosen(self, device: str) -> None:
+        self.settings.device = device
+        self.session.set_device(device)
+
+    def _save_tiling(self, *_: Any) -> None:
+        tile, overlap = self._tile_overlap()
+        self.settings.tile_size = MODEL_DEFAULT if tile is None else tile
+        self.settings.overlap = MODEL_DEFAULT if overlap is None else overlap
+        self.settings.batch_size = self.batch_spin.value()
+
+    def _connect_session(self) -> None:
+        pairs = [
+            (self.session.model_changed, self._on_model_changed),
+            (self.session.busy_changed, self._update_enabled),
+        ]
+        for signal, slot in pairs:
+            signal.connect(slot)
+
+        dock = self
+
+        def _on_destroyed(*_: Any) -> None:
+            for signal, slot in pairs:
+                signal.disconnect(slot, missing_ok=True)
+            if dock.run_state is not None:  # the dock (or napari) was closed mid-run
+                dock.run_state.cancelled = True
+                dock.run_state.worker.quit()
+
+        self.destroyed.connect(_on_destroyed)
+
+    # -- state ---------------------------------------------------------------
+    def _model_channels(self) -> int:
+        bundle = self.session.bundle
+        return bundle.in_channels if bundle is not None else 1
+
+    def _on_model_changed(self, *_: Any) -> None:
+        self._on_layer_changed(self.image_combo.layer())
+
+    def _on_layer_changed(self, layer: Any) -> None:
+        bundle = self.session.bundle
+        if bundle is not None:
+            self.model_label.setText(f"{bundle.architecture} / {bundle.encoder} ({bundle.source})")
+        elif default_model_available():
+            self.model_label.setText("default (loaded on the first run)")
+        else:
+            self.model_label.setText("none: load one in the Model dock")
+        previous = self.conversion()
+        choices = [(convert, channel) for _, convert, channel in CONVERSIONS]
+        labels = [label for label, _, _ in CONVERSIONS]
+        is_stack = False
+        if layer is not None:
+            lay = layer_io.layout(layer, self._model_channels())
+            is_stack = lay.is_stack
+            if lay.n_channels > 1:
+                choices += [("none", k) for k in range(lay.n_channels)]
+                labels += [f"channel {k} only" for k in range(lay.n_channels)]
+        self._conversions = choices
+        self.convert_combo.blockSignals(True)
+        self.convert_combo.clear()
+        self.convert_combo.addItems(labels)
+        self.convert_combo.setCurrentIndex(choices.index(previous) if previous in choices else 0)
+        self.convert_combo.blockSignals(False)
+        self.mode_combo.setEnabled(is_stack)
+        self._update_hint()
+        self._update_enabled()
+
+    def _update_hint(self, *_: Any) -> None:
+        layer = self.image_combo.layer()
+        bundle = self.session.bundle
+        if layer is None or bundle is None or self.session.busy:
+            if layer is None:
+                self.status.setText("Open or choose an image layer.")
+            return
+        try:
+            inp = layer_io.read_input(layer, self.viewer, self.options(), bundle.in_channels,
+                                      slice_only=False, probe=True)
+            layer_io.check_input(inp, bundle.in_channels)
+            inp.options.resolved(bundle)
+        except SegloopError as exc:
+            self.status.setText(str(exc))
+        else:
+            self.status.setText("")
+
+    def _update_enabled(self, *_: Any) -> None:
+        busy = self.session.busy
+        has_model = self.session.bundle is not None or default_model_available()
+        has_image = self.image_combo.layer() is not None
+        self.run_button.setEnabled(has_image and has_model and not busy)
+        self.cancel_button.setEnabled(self.run_state is not None)
+        if not has_model:
+            self.run_button.setToolTip("Load a model in the Model dock first.")
+        elif not has_image:
+            self.run_button.setToolTip("Open or choose an image layer first.")
+        elif busy:
+            self.run_button.setToolTip("Another job is running.")
+        else:
+            self.run_button.setToolTip("Predict the probability map.")
+
+    def _tile_overlap(self) -> tuple[int | None, float | None]:
+        tile = self.tile_spin.value() or None
+        overlap = self.overlap_spin.value()
+        return tile, (None if overlap < 0 else round(overlap, 2))
+
+    def conversion(self) -> tuple[str, int | None]:
+        """The chosen channel conversion: ``(convert, channel)``."""
+        index = self.convert_combo.currentIndex()
+        choices = self._conversions
+        return choices[index] if 0 <= index < len(choices) else ("none", None)
+
+    def set_conversion(self, convert: str, channel: int | None = None) -> None:
+        """Choose a channel conversion (ignored if not offered for this image)."""
+        choices = self._conversions
+        if (convert, channel) in choices:
+            self.convert_combo.setCurrentIndex(choices.index((convert, channel)))
+
+    def options(self) -> PredictOptions:
+        """The :class:`PredictOptions` chosen in the dock."""
+        tile, overlap = self._tile_overlap()
+        convert, channel = self.conversion()
+        scale = self.scale_spin.value()
+        return PredictOptions(
+            device=self.device_combo.currentText(),
+            tile_size=tile,
+            overlap=overlap,
+            batch_size=self.batch_spin.value(),
+            scale=scale if scale > 0 else None,
+            convert=convert,
+            channel=channel,
+        )
+
+    # -- run -----------------------------------------------------------------
+    def run(self) -> bool:
+        """Start a prediction of the chosen image layer.
+
+        Returns
+        -------
+        bool
+            True if a worker was started; False if the input was refused (a
+            notification says why) or another job runs.
+        """
+        from napari.utils.notifications import show_error
+
+        layer = self.image_combo.layer()
+        if layer is None or self.run_state is not None or self.session.busy:
+            return False
+        bundle = self.session.bundle
+        options = self.options()
+        slice_only = self.mode_combo.currentText() == "current slice"
+        try:
+            inp = layer_io.read_input(layer, self.viewer, options, self._model_channels(), slice_only)
+            if bundle is not None:
+                options.resolved(bundle)
+                layer_io.check_input(inp, bundle.in_channels)
+        except SegloopError as exc:
+            show_error(f"{layer.name}: {exc}")
+            self.status.setText(str(exc))
+            return False
+        worker = create_job_worker(predict_job, bundle, inp.data, inp.options,
+                                   desc=f"segloop: predicting {layer.name}")
+        source = getattr(layer, "source", None)
+        path = getattr(source, "path", None)
+        state = _Run(weakref.ref(layer), layer.name, str(path) if path else None, inp, options,
+                     bundle, worker)
+        # Bound methods of this QObject (not lambdas): Qt drops the connections if the dock is closed.
+        # One run at a time, so ``self.run_state`` is the run that emitted.
+        worker.yielded.connect(self._on_event)
+        worker.returned.connect(self._on_returned)
+        worker.errored.connect(self._on_errored)
+        worker.finished.connect(self._on_finished)
+        self.run_state = state
+        self.progress_bar.setRange(0, 0)
+        where = f" (slice {inp.slice_index})" if inp.slice_index is not None else ""
+        self.status.setText(f"Predicting {layer.name}{where}…")
+        if not self.session.start_job("prediction", worker):
+            self.run_state = None
+            self.status.setText("Another job is running.")
+            return False
+        self._update_enabled()
+        return True
+
+    @property
+    def worker(self) -> Any:
+        """The running prediction worker, or None."""
+        return None if self.run_state is None else self.run_state.worker
+
+    def cancel(self) -> None:
+        """Stop the running prediction at its next batch; nothing is written."""
+        if self.run_state is not None:
+            self.run_state.cancelled = True
+            self.run_state.worker.quit()
+            self.status.setText("Cancelling…")
+
+    def _on_event(self, event: Any) -> None:
+        state = self.run_state
+        if state is None:
+            return
+        if isinstance(event, Progress):
+            if event.total > 0:
+                self.progress_bar.setRange(0, event.total)
+                self.progress_bar.setValue(event.done)
+            show_progress(state.worker, event)
+        elif isinstance(event, Notice):
+            notify(event)
+        elif isinstance(event, ModelReady):
+            state.bundle = event.bundle
+            self.session.set_model(event.bundle)
+
+    def _on_returned(self, result: Any) -> None:
+        from napari.utils.notifications import show_error, show_info
+
+        state = self.run_state
+        if state is None or state.cancelled:
+            return
+        if isinstance(result, JobFailed):
+            show_error(f"{state.image_name}: {result.message}")
+            self.status.setText(result.message)
+            return
+        image = state.image()
+        if image is None or not any(lyr is image for lyr in self.viewer.layers):
+            text = f"The image layer {state.image_name!r} was removed while predicting; result dropped."
+            show_info(text)
+            self.status.setText(text)
+            return
+        out = layer_io.write_probability(self.viewer, self.session, image, result, state.inp)
+        self.status.setText(f"Done: {out.name}.")
+        try:
+            self.command_edit.setText(predict_command(state.bundle, state.options, state.image_path))
+            self.command_edit.setCursorPosition(0)
+            self.command_edit.setToolTip(self.command_edit.text())
+        except SegloopError:
+            self.command_edit.clear()
+
+    def _on_errored(self, exc: Exception) -> None:
+        self.status.setText(f"Prediction failed with an unexpected error (see the notification): {exc}")
+
+    def _on_finished(self) -> None:
+        state = self.run_state
+        self.run_state = None
+        if state is None:
+            return
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0 if state.cancelled else 1)
+        if state.cancelled:
+            self.status.setText("Cancelled; nothing was written.")
+        self._update_enabled()
+
+    def copy_command(self) -> None:
+        """Copy the equivalent ``segloop`` command to the clipboard."""
+        text = self.command_edit.text()
+        if text:
+            QApplication.clipboard().setText(text)

@@ -1,0 +1,272 @@
+"""Per-viewer state shared by all of the plugin's docks.
+
+Every dock of one napari window talks to the same :class:`Session`: the loaded
+:class:`~napari_segloop.core.bundle.ModelBundle`, the one background job that
+may run at a time, and the probability maps already computed for each image
+layer (so that the threshold, confusion and fine-tuning docks can reuse them
+instead of predicting again).
+
+Where the state lives
+    Sessions are kept in a :class:`weakref.WeakKeyDictionary` keyed by the
+    viewer itself. The registry holds no strong reference: when the viewer is
+    closed and garbage-collected its session goes with it, and two windows
+    never share state. This is the only module-level object, and it holds no
+    state of its own. (napari's ``Viewer`` is a pydantic model that does not
+    accept extra attributes, so attaching the session to the viewer is not a
+    supported option.)
+
+Plugin widgets receive the viewer wrapped in napari's ``PublicOnlyProxy``,
+a new proxy for every dock. :func:`unwrap` returns the object behind it
+through the proxy's public ``__wrapped__`` attribute (the same attribute
+napari itself uses), so that all docks find the same session and layers
+compare by identity.
+
+Nothing here is a QObject: signals are psygnal signals, delivered
+synchronously on the thread that emits them (always the main thread here).
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from psygnal import Signal
+
+if TYPE_CHECKING:
+    import numpy as np
+    from napari.layers import Image
+    from napari.viewer import Viewer
+
+    from napari_segloop.core.bundle import ModelBundle
+
+#: Key in ``layer.metadata`` marking layers this plugin made (never the user's own layers).
+METADATA_KEY = "napari-segloop"
+
+
+def unwrap(obj: Any) -> Any:
+    """Return the object behind napari's ``PublicOnlyProxy`` (or ``obj`` itself)."""
+    while True:
+        inner = getattr(obj, "__wrapped__", None)
+        if inner is None or inner is obj:
+            return obj
+        obj = inner
+
+
+@dataclass
+class ProbabilityMap:
+    """A probability map computed for one image layer.
+
+    Attributes
+    ----------
+    layer : weakref.ref
+        The ``<image> probability`` layer that shows ``data``.
+    data : np.ndarray
+        float32 probabilities in ``[0, 1]``, the image's shape without its
+        channel axis (the array displayed by ``layer``).
+    model_version : int
+        :attr:`Session.model_version` of the model that made it.
+    complete : bool
+        True when the whole image or stack was predicted; False when only
+        some slices were (those in ``slices``).
+    slices : set of tuple of int
+        Stack positions predicted by "current slice" runs.
+    """
+
+    layer: weakref.ref
+    data: np.ndarray
+    model_version: int
+    complete: bool = True
+    slices: set[tuple[int, ...]] = field(default_factory=set)
+
+
+@dataclass
+class Job:
+    """The background job running for a session."""
+
+    name: str
+    worker: Any
+
+
+class Session:
+    """State shared by the docks of one viewer.
+
+    Use :func:`session_for` to get it; do not construct it directly.
+
+    Attributes
+    ----------
+    bundle : ModelBundle or None
+        The loaded model.
+    model_version : int
+        Incremented each time the model changes, so cached probabilities can
+        tell whether they are stale.
+    job : Job or None
+        The running background job (at most one at a time).
+    device : str
+        The device the user chose (``auto``, ``cpu``, ``cuda``, ...).
+    """
+
+    #: Emitted with the new :class:`ModelBundle` after a model is loaded or created.
+    model_changed = Signal(object)
+    #: Emitted with True when a job starts and False when it ends.
+    busy_changed = Signal(bool)
+    #: Emitted with the image layer whose probability map changed.
+    probabilities_changed = Signal(object)
+    #: Emitted with the requested device name when the user picks another device.
+    device_changed = Signal(str)
+    #: Emitted with (probability layer, threshold) when the threshold of a probability map changes.
+    threshold_changed = Signal(object, float)
+
+    def __init__(self, viewer: Viewer) -> None:
+        self._viewer = weakref.ref(viewer)
+        self.bundle: ModelBundle | None = None
+        self.model_version = 0
+        self.job: Job | None = None
+        self.device = "auto"
+        self._devices: list[str] | None = None
+        self._probabilities: weakref.WeakKeyDictionary[Any, ProbabilityMap] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._thresholds: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+        self._shared: dict[str, Any] = {}
+
+    @property
+    def viewer(self) -> Viewer | None:
+        """The viewer (None once it has been garbage-collected)."""
+        return self._viewer()
+
+    # -- model ---------------------------------------------------------------
+    def set_model(self, bundle: ModelBundle) -> None:
+        """Make ``bundle`` the session's model and tell the docks."""
+        self.bundle = bundle
+        self.model_version += 1
+        self.model_changed.emit(bundle)
+
+    # -- devices -------------------------------------------------------------
+    @property
+    def devices(self) -> list[str]:
+        """Working devices, best first (probed once per session)."""
+        if self._devices is None:
+            from napari_segloop.core.devices import available_devices
+
+            self._devices = available_devices()
+        return list(self._devices)
+
+    def set_device(self, device: str) -> None:
+        """Record the device the user chose."""
+        if device != self.device:
+            self.device = device
+            self.device_changed.emit(device)
+
+    def resolved_device(self) -> str:
+        """The device that will actually be used for :attr:`device`."""
+        if self.device in ("", "auto"):
+            return self.devices[0]
+        return self.device if self.device in self.devices else "cpu"
+
+    # -- jobs ----------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        """True while a background job runs."""
+        return self.job is not None
+
+    def start_job(self, name: str, worker: Any) -> bool:
+        """Start ``worker`` as the session's job, or refuse if one is running.
+
+        Parameters
+        ----------
+        name : str
+            What the job does, for messages ("prediction", "model loading").
+        worker : GeneratorWorker or FunctionWorker
+            A napari worker that has not been started.
+
+        Returns
+        -------
+        bool
+            False (and the worker is not started) when another job runs.
+        """
+        if self.job is not None:
+            return False
+        job = Job(name, worker)
+        self.job = job
+        worker.finished.connect(lambda: self._job_finished(job))
+        self.busy_changed.emit(True)
+        worker.start()
+        return True
+
+    def _job_finished(self, job: Job) -> None:
+        if self.job is job:
+            self.job = None
+            self.busy_changed.emit(False)
+
+    def cancel_job(self) -> None:
+        """Ask the running job to stop at its next step (no-op when idle)."""
+        if self.job is not None:
+            self.job.worker.quit()
+
+    # -- probability maps ----------------------------------------------------
+    def probability(self, image: Image) -> ProbabilityMap | None:
+        """The probability map cached for ``image``, if its layer still exists."""
+        entry = self._probabilities.get(unwrap(image))
+        if entry is None or entry.layer() is None:
+            return None
+        return entry
+
+    def set_probability(self, image: Image, entry: ProbabilityMap) -> None:
+        """Cache ``entry`` for ``image`` and tell the docks."""
+        image = unwrap(image)
+        self._probabilities[image] = entry
+        self.probabilities_changed.emit(image)
+
+    # -- thresholds ----------------------------------------------------------
+    def threshold(self, layer: Any, default: float | None = None) -> float | None:
+        """The current threshold of a probability layer (``default`` if none was set)."""
+        return self._thresholds.get(unwrap(layer), default)
+
+    def set_threshold(self, layer: Any, value: float) -> None:
+        """Make ``value`` the threshold of the probability layer ``layer`` and tell the docks.
+
+        Every dock showing that layer (mask, confusion overlay, metrics) follows
+        :attr:`threshold_changed`; nothing is emitted if the value is unchanged.
+        """
+        layer = unwrap(layer)
+        value = float(value)
+        if self._thresholds.get(layer) == value:
+            return
+        self._thresholds[layer] = value
+        self.threshold_changed.emit(layer, value)
+
+    # -- helpers shared by the docks -----------------------------------------
+    def shared(self, key: str, factory: Any) -> Any:
+        """A per-session helper object, made by ``factory(self)`` on first use.
+
+        Lets docks share caches (e.g. threshold curves) without globals; the
+        object lives as long as the session.
+        """
+        obj = self._shared.get(key)
+        if obj is None:
+            obj = factory(self)
+            self._shared[key] = obj
+        return obj
+
+
+_SESSIONS: weakref.WeakKeyDictionary[Any, Session] = weakref.WeakKeyDictionary()
+
+
+def session_for(viewer: Viewer) -> Session:
+    """Return the session of ``viewer``, creating it on first use.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+        The viewer, or the ``PublicOnlyProxy`` napari hands to plugin widgets.
+    """
+    from napari_segloop.widgets.gl_compat import avoid_triton_llvm_clash
+
+    avoid_triton_llvm_clash()  # before any dock imports segmentation-models-pytorch
+    viewer = unwrap(viewer)
+    session = _SESSIONS.get(viewer)
+    if session is None:
+        session = Session(viewer)
+        _SESSIONS[viewer] = session
+    return session
