@@ -139,6 +139,7 @@ def _status_kb(field: str) -> int:
 
 def memory_child(args) -> None:
     """Run in a fresh process: print the peak extra resident memory of one prediction."""
+    import ctypes
     import gc
 
     import torch
@@ -152,6 +153,9 @@ def memory_child(args) -> None:
     predict_array(bundle, image[:tile, :tile], device=args.device, tile_size=tile,
                   batch_size=args.batch_size)
     gc.collect()
+    # Give memory freed so far (e.g. temporaries of the image generator) back to the OS, so
+    # that the prediction cannot hide its own allocations in it.
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
     base = _status_kb("VmRSS")
     with open("/proc/self/clear_refs", "w") as fh:  # reset VmHWM to the current RSS
         fh.write("5")

@@ -27,7 +27,7 @@ Normalisation
     percentiles of the finite pixels to 0/1 (clipped to ``[clip_min,
     clip_max]``); ``fixed`` computes ``(x - mean) / std``. A constant slice
     gives zeros and a warning, never a division by zero. Percentiles of very
-    large slices are estimated on a regular subsample of about 2 million
+    large slices are estimated on a regular subsample of about 500,000
     pixels (exact for smaller slices).
 """
 
@@ -42,7 +42,7 @@ from napari_segloop.core.bundle import Normalization
 from napari_segloop.core.errors import InputError
 
 Conversion = Literal["none", "gray", "repeat"]
-_PERCENTILE_SAMPLE = 2_000_000
+_PERCENTILE_SAMPLE = 500_000
 
 
 @dataclass
@@ -274,7 +274,7 @@ class NormStats:
 
 
 def _finite_sample(channel: np.ndarray) -> np.ndarray:
-    """A regular-grid sample of at most about 2 million finite values of a 2-D channel."""
+    """A regular-grid sample of at most about 500,000 finite values of a 2-D channel."""
     h, w = channel.shape
     step = max(1, int(np.ceil(np.sqrt(h * w / _PERCENTILE_SAMPLE))))
     sample = np.asarray(channel[::step, ::step]).ravel()
