@@ -57,10 +57,12 @@ from napari_segloop.widgets.evaluation import (
     LatestRunner,
     RegionChoice,
     camera_events,
+    connect_for_lifetime,
     flat_index,
     format_value,
     initial_threshold,
     is_instance_labels,
+    notify_once,
     read_region,
     slice_index,
     truth_problem,
@@ -242,18 +244,14 @@ class ConfusionDock(QWidget):
             (camera.center, self._on_camera),
             (camera.zoom, self._on_camera),
         ]
-        for signal, slot in pairs:
-            signal.connect(slot)
         dock = self
 
-        def _on_destroyed(*_: Any) -> None:
+        def _on_destroyed() -> None:
             dock._alive = False
-            for signal, slot in pairs:
-                signal.disconnect(slot)
             dock.refresh_runner.cancel()
             dock.preview_runner.cancel()
 
-        self.destroyed.connect(_on_destroyed)
+        connect_for_lifetime(self, pairs, _on_destroyed)
 
     # -- public state ----------------------------------------------------------
     @property
@@ -285,14 +283,8 @@ class ConfusionDock(QWidget):
 
     # -- inputs ------------------------------------------------------------------
     def _report(self, message: str, level: str = "error") -> None:
-        """Status line, and one notification per distinct message."""
-        from napari.utils.notifications import show_error, show_info, show_warning
-
-        self.status.setText(message)
-        if message in self._reported:
-            return
-        self._reported.add(message)
-        {"error": show_error, "warning": show_warning}.get(level, show_info)(message)
+        """Status line, and one notification per distinct message (not one per slider step)."""
+        notify_once(self.status, self._reported, message, level)
 
     def _on_choice(self, *_: Any) -> None:
         from napari.utils.notifications import show_info

@@ -444,6 +444,38 @@ def is_instance_labels(truth_layer: Any) -> bool:
     return bool(arr.size) and int(arr.max(initial=0)) > 1
 
 
+def connect_for_lifetime(widget: Any, pairs: list[tuple[Any, Callable[..., Any]]],
+                         on_destroyed: Callable[[], None]) -> None:
+    """Connect ``(signal, slot)`` pairs until ``widget`` is destroyed, then disconnect them.
+
+    ``on_destroyed`` runs first (mark the dock dead, cancel its workers), so no
+    slot touches a deleted widget when the viewer or session outlives the dock.
+    """
+    for signal, slot in pairs:
+        signal.connect(slot)
+
+    def _destroyed(*_: Any) -> None:
+        on_destroyed()
+        for signal, slot in pairs:
+            signal.disconnect(slot)
+
+    widget.destroyed.connect(_destroyed)
+
+
+def notify_once(status: Any, reported: set[str], message: str, level: str = "error") -> None:
+    """Show ``message`` in the ``status`` label, and as a napari notification once per text.
+
+    Slider ticks can repeat the same problem many times a second; the user sees it once.
+    """
+    from napari.utils.notifications import show_error, show_info, show_warning
+
+    status.setText(message)
+    if message in reported:
+        return
+    reported.add(message)
+    {"error": show_error, "warning": show_warning}.get(level, show_info)(message)
+
+
 def camera_events(viewer: Any) -> Any:
     """The viewer camera's events (``viewer.scene.camera`` in napari >= 0.9, ``viewer.camera`` before)."""
     viewer = unwrap(viewer)

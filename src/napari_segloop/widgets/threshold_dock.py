@@ -50,9 +50,11 @@ from napari_segloop.widgets.evaluation import (
     LatestRunner,
     RegionChoice,
     camera_events,
+    connect_for_lifetime,
     format_value,
     initial_threshold,
     model_default,
+    notify_once,
     read_region,
     slider_step,
     slider_threshold,
@@ -282,18 +284,14 @@ class ThresholdDock(QWidget):
             (camera.center, self._on_camera),
             (camera.zoom, self._on_camera),
         ]
-        for signal, slot in pairs:
-            signal.connect(slot)
         dock = self
 
-        def _on_destroyed(*_: Any) -> None:
+        def _on_destroyed() -> None:
             dock._alive = False
-            for signal, slot in pairs:
-                signal.disconnect(slot)
             dock.mask_runner.cancel()
             dock.aux_runner.cancel()
 
-        self.destroyed.connect(_on_destroyed)
+        connect_for_lifetime(self, pairs, _on_destroyed)
 
     # -- state ---------------------------------------------------------------
     @property
@@ -503,14 +501,8 @@ class ThresholdDock(QWidget):
             self._inputs_timer.start()
 
     def _report(self, message: str, level: str = "error") -> None:
-        """Notify once per distinct message (not at every slider step)."""
-        from napari.utils.notifications import show_error, show_info, show_warning
-
-        self.status.setText(message)
-        if message in self._reported:
-            return
-        self._reported.add(message)
-        {"error": show_error, "warning": show_warning}.get(level, show_info)(message)
+        """Status line, and one notification per distinct message (not one per slider step)."""
+        notify_once(self.status, self._reported, message, level)
 
     def _update_curve(self) -> None:
         """Ask for the curve of the probability map against the ground truth (built in a worker)."""
