@@ -92,6 +92,20 @@ def _evaluation_ready(threshold_dock: Any, confusion_dock: Any) -> bool:
             and threshold_dock.mask_layer() is not None)
 
 
+def _open_predicted(timeout: float) -> tuple[Any, Any, Any, dict] | None:
+    """Open the demo, load the default model and predict the sample; None (window closed) on failure."""
+    viewer, model_dock, predict_dock, frames = open_demo()
+    session = model_dock.session
+    model_dock.load_default()
+    ok = wait_until(lambda: not session.busy, timeout) and session.bundle is not None
+    ok = ok and predict_dock.run() and wait_until(lambda: not session.busy, timeout)
+    if not ok:
+        _say(f"could not predict the sample: {model_dock.status.text()} {predict_dock.status.text()}")
+        viewer.close()
+        return None
+    return viewer, model_dock, predict_dock, frames
+
+
 def save_evaluation_screenshots(folder: str, timeout: float = 600.0) -> int:
     """Write the pictures of ``docs/threshold_and_confusion.md`` (``threshold_*.png``, ``confusion_*.png``).
 
@@ -101,15 +115,10 @@ def save_evaluation_screenshots(folder: str, timeout: float = 600.0) -> int:
     """
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    viewer, model_dock, predict_dock, frames = open_demo()
-    session = model_dock.session
-    model_dock.load_default()
-    ok = wait_until(lambda: not session.busy, timeout) and session.bundle is not None
-    ok = ok and predict_dock.run() and wait_until(lambda: not session.busy, timeout)
-    if not ok:
-        _say(f"could not predict the sample: {model_dock.status.text()} {predict_dock.status.text()}")
-        viewer.close()
+    opened = _open_predicted(timeout)
+    if opened is None:
         return 1
+    viewer, _, _, frames = opened
     for frame in frames.values():
         viewer.window.remove_dock_widget(frame)
     viewer.window.resize(1400, 900)
@@ -161,15 +170,10 @@ def save_doc_screenshots(folder: str, timeout: float = 600.0) -> int:
     """
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    viewer, model_dock, predict_dock, frames = open_demo()
-    session = model_dock.session
-    model_dock.load_default()
-    ok = wait_until(lambda: not session.busy, timeout) and session.bundle is not None
-    ok = ok and predict_dock.run() and wait_until(lambda: not session.busy, timeout)
-    if not ok:
-        _say(f"could not predict the sample: {model_dock.status.text()} {predict_dock.status.text()}")
-        viewer.close()
+    opened = _open_predicted(timeout)
+    if opened is None:
         return 1
+    viewer, model_dock, predict_dock, frames = opened
     _settle(1.5)
     viewer.screenshot(str(out / "demo.png"), canvas_only=False, flash=False)
     # Floating docks get room for their expanded sections.
