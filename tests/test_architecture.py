@@ -17,6 +17,7 @@ CORE_MODULES = [
     "napari_segloop.core.tiling",
     "napari_segloop.core.inference",
     "napari_segloop.core.imageio",
+    "napari_segloop.core.atomic",
     "napari_segloop.core.threshold",
     "napari_segloop.core.thresholds",
     "napari_segloop.core.metrics",

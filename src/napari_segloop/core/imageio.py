@@ -7,12 +7,12 @@ place, so an interrupted run never leaves a truncated output behind.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
+from napari_segloop.core.atomic import atomic_path
 from napari_segloop.core.errors import InputError
 
 READ_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".npy")
@@ -62,6 +62,27 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return data
 
 
+def _write(tmp: Path, suffix: str, data: np.ndarray, p: Path) -> None:
+    """Write ``data`` in the format of ``suffix`` to ``tmp`` (``p`` names it in messages)."""
+    if suffix in (".tif", ".tiff"):
+        import tifffile
+
+        # A (Z, H, W) stack of 3 or 4 slices must not become an RGB image (tifffile's
+        # default): only channels-last RGB(A) data is written as RGB.
+        rgb = data.ndim == 3 and data.shape[-1] in (3, 4)
+        tifffile.imwrite(str(tmp), data, compression="zlib" if data.dtype != np.float32 else None,
+                         photometric="rgb" if rgb else "minisblack")
+    elif suffix == ".npy":
+        with open(tmp, "wb") as fh:
+            np.save(fh, data, allow_pickle=False)
+    else:
+        if data.ndim != 2 or data.dtype not in (np.uint8, np.uint16):
+            raise InputError(f"{p}: PNG holds 2-D uint8/uint16 images only; use .tif.")
+        import imageio.v3 as iio
+
+        iio.imwrite(str(tmp), data, extension=".png")
+
+
 def write_image(path: str | os.PathLike, data: np.ndarray) -> Path:
     """Write ``data`` to ``path`` atomically (TIFF, PNG for 2-D uint8/uint16, or NPY).
 
@@ -76,31 +97,11 @@ def write_image(path: str | os.PathLike, data: np.ndarray) -> Path:
         raise InputError(f"{p}: cannot write {suffix or 'files without a suffix'}; use .tif or .npy.")
     if not p.parent.is_dir():
         raise InputError(f"{p}: the folder {p.parent} does not exist.")
-    tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        if suffix in (".tif", ".tiff"):
-            import tifffile
-
-            # A (Z, H, W) stack of 3 or 4 slices must not become an RGB image (tifffile's
-            # default): only channels-last RGB(A) data is written as RGB.
-            rgb = data.ndim == 3 and data.shape[-1] in (3, 4)
-            tifffile.imwrite(str(tmp), data, compression="zlib" if data.dtype != np.float32 else None,
-                             photometric="rgb" if rgb else "minisblack")
-        elif suffix == ".npy":
-            with open(tmp, "wb") as fh:
-                np.save(fh, data, allow_pickle=False)
-        else:
-            if data.ndim != 2 or data.dtype not in (np.uint8, np.uint16):
-                raise InputError(f"{p}: PNG holds 2-D uint8/uint16 images only; use .tif.")
-            import imageio.v3 as iio
-
-            iio.imwrite(str(tmp), data, extension=".png")
-        os.replace(tmp, p)
+        with atomic_path(p) as tmp:
+            _write(tmp, suffix, data, p)
     except OSError as exc:
         raise InputError(f"{p}: cannot write ({exc.strerror or exc}).") from exc
-    finally:
-        if tmp.exists():
-            tmp.unlink(missing_ok=True)
     return p
 
 

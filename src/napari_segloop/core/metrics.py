@@ -30,7 +30,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_segloop.core.atomic import atomic_path
 from napari_segloop.core.errors import InputError
 
 __all__ = [
@@ -890,14 +890,9 @@ def write_metrics_csv(
     if not p.parent.is_dir():
         raise InputError(f"{p}: the folder {p.parent} does not exist.")
     text = metrics_csv_text(rows, columns)
-    tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+        with atomic_path(p) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
             fh.write(text)
-        os.replace(tmp, p)
     except OSError as exc:
         raise InputError(f"{p}: cannot write ({exc.strerror or exc}).") from exc
-    finally:
-        if tmp.exists():
-            tmp.unlink(missing_ok=True)
     return p

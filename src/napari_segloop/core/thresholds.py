@@ -30,13 +30,13 @@ import os
 import sys
 import threading
 import time
-import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from napari_segloop.core.atomic import atomic_path
 from napari_segloop.core.errors import InputError, ModelLoadError
 from napari_segloop.core.metrics import (
     PixelMetrics,
@@ -594,17 +594,12 @@ def set_bundle_threshold(bundle_path: str | os.PathLike, threshold: float, postp
     new["provenance"] = prov
     # Keep keys this version does not know (newer minor versions), overwrite the rest.
     merged = {**raw, **new, "format_version": max(int(raw.get("format_version", 1)), FORMAT_VERSION)}
-    tmp = folder / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
+        with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
             json.dump(merged, fh, indent=2)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
     except OSError as exc:
         raise ModelLoadError(f"Could not save the threshold to {path}: {exc.strerror or exc}") from exc
-    finally:
-        if tmp.exists():
-            tmp.unlink(missing_ok=True)
     settings.provenance = prov
     return settings
