@@ -30,12 +30,6 @@ def test_readme_quickstart_has_exactly_two_commands_and_ci_runs_the_test_one():
     assert tests in ci.splitlines(), "'.ci/run' must run the README's test command verbatim"
 
 
-def test_root_manifest_is_identical_to_package_manifest():
-    root = (ROOT / "napari.yaml").read_bytes()
-    package = (ROOT / "src" / "napari_segloop" / "napari.yaml").read_bytes()
-    assert root == package, "napari.yaml at the root must be an identical copy of the package's"
-
-
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
