@@ -483,3 +483,27 @@ def test_oom_on_a_gpu_falls_back_to_the_cpu_with_notices(monkeypatch, make_ident
         "Out of memory on cuda; retrying with the CPU.",
     ]
     np.testing.assert_allclose(prob, expected, atol=2e-5)
+
+
+def test_float64_values_beyond_float32_range_are_bright_not_background():
+    """Huge float64 outliers must not overflow to Inf (and become background) before scaling."""
+    from napari_segloop.core.bundle import ModelBundle
+    from napari_segloop.core.inference import predict_array
+
+    class Identity(torch.nn.Module):
+        config = {"in_channels": 1, "classes": 1}  # noqa: RUF012 - test double
+
+        def forward(self, x):
+            return x * 4.0
+
+    from napari_segloop.core.bundle import BundleSettings
+
+    bundle = ModelBundle(model=Identity(), settings=BundleSettings(channel_names=["x"]))
+    image = np.random.default_rng(0).random((64, 64))
+    image[10:20, 10:20] = 1e300
+    with np.errstate(over="raise", invalid="raise"):  # underflow to 0 is harmless
+        prob = predict_array(bundle, image, tile_size=32, overlap=0.5)
+    assert np.isfinite(prob).all()
+    # The outliers set the 99.8th percentile: they normalise to 1, everything else to about 0.
+    assert np.allclose(prob[12:18, 12:18], 1 / (1 + np.exp(-4.0)), atol=1e-4)
+    assert np.allclose(prob[40:, 40:], 0.5, atol=1e-3)

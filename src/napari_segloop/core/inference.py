@@ -40,6 +40,7 @@ from napari_segloop.core.normalize import (
 from napari_segloop.core.tiling import MULTIPLE, TileGrid
 
 MIN_TILE = 64
+_FLOAT32_SAFE = 1e30
 
 
 @dataclass
@@ -201,11 +202,21 @@ def _forward_plane(
     window = torch.from_numpy(np.outer(wy, wx)).to(device)
     dtype = autocast_dtype(device) if amp else None
     buf = np.empty((plan.batch, source.shape[0], grid.tile_h, grid.tile_w), dtype=np.float32)
+    # float64 values beyond float32's range would overflow before scaling: normalise those
+    # tiles in float64 and cast afterwards (clipped, so the network never sees Inf).
+    wide_tiles = stats is not None and source.dtype == np.float64
+    wide = np.empty(buf.shape[1:], dtype=np.float64) if wide_tiles else None
     out.fill(0.0)
     origins = list(grid.origins())
     for start in range(0, len(origins), plan.batch):
         chunk = origins[start:start + plan.batch]
         for k, (y, x) in enumerate(chunk):
+            if wide is not None:
+                grid.extract(source, y, x, wide)
+                apply_stats(wide, stats)
+                np.clip(wide, -_FLOAT32_SAFE, _FLOAT32_SAFE, out=wide)
+                buf[k] = wide
+                continue
             grid.extract(source, y, x, buf[k])
             if stats is not None:
                 apply_stats(buf[k], stats)

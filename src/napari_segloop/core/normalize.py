@@ -257,7 +257,7 @@ class NormStats:
     Attributes
     ----------
     offset, scale : np.ndarray
-        Per-channel values, float32, shape ``(C,)``.
+        Per-channel values, float64, shape ``(C,)``.
     fill : np.ndarray
         Normalised value given to non-finite pixels (the background level).
     clip : tuple of float or None
@@ -337,18 +337,19 @@ def compute_stats(chw: np.ndarray, norm: Normalization) -> NormStats:
     clip = (norm.clip_min, norm.clip_max) if norm.kind == "percentile" and norm.clip else None
     if clip is not None:
         fill = np.clip(fill, *clip)
-    return NormStats(offset.astype(np.float32), scale.astype(np.float32), fill.astype(np.float32),
-                     clip, warnings)
+    # float64, so that statistics of float64 images beyond float32's range stay finite.
+    return NormStats(offset, scale, fill, clip, warnings)
 
 
 def apply_stats(tile: np.ndarray, stats: NormStats) -> None:
-    """Normalise a float32 ``(C, h, w)`` tile of raw values in place."""
+    """Normalise a float32 (or float64) ``(C, h, w)`` tile of raw values in place."""
     for c in range(tile.shape[0]):
         t = tile[c]
-        t -= stats.offset[c]
-        t /= stats.scale[c]
+        # Python floats are "weak" scalars: the arithmetic stays in the tile's dtype.
+        t -= float(stats.offset[c])
+        t /= float(stats.scale[c])
         if not np.isfinite(t).all():
-            t[~np.isfinite(t)] = stats.fill[c]
+            t[~np.isfinite(t)] = float(stats.fill[c])
         if stats.clip is not None:
             np.clip(t, stats.clip[0], stats.clip[1], out=t)
 
