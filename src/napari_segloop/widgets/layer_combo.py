@@ -2,12 +2,44 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QComboBox, QWidget
 
 from napari_segloop.widgets.session import METADATA_KEY, unwrap
+
+
+def follow_layer_list(
+    combo: QComboBox,
+    viewer: Any,
+    inserted: Callable[..., Any],
+    removed: Callable[..., Any],
+    refresh: Callable[..., Any],
+) -> None:
+    """Keep ``combo`` in step with ``viewer.layers`` until the combo box is destroyed.
+
+    ``inserted``/``removed`` receive the layer-list events; ``refresh`` runs on
+    reordering and on every layer rename. All connections are undone when the
+    widget is destroyed, so closing a dock never leaves the viewer calling into
+    a deleted widget.
+    """
+    events = viewer.layers.events
+    events.inserted.connect(inserted)
+    events.removed.connect(removed)
+    events.reordered.connect(refresh)
+    for layer in viewer.layers:
+        layer.events.name.connect(refresh)
+
+    def _disconnect(*_: Any) -> None:
+        events.inserted.disconnect(inserted)
+        events.removed.disconnect(removed)
+        events.reordered.disconnect(refresh)
+        for layer in viewer.layers:
+            layer.events.name.disconnect(refresh)
+
+    combo.destroyed.connect(_disconnect)
 
 
 class LayerComboBox(QComboBox):
@@ -47,12 +79,7 @@ class LayerComboBox(QComboBox):
         self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.setMinimumContentsLength(12)
         self.currentIndexChanged.connect(self._on_index_changed)
-        events = self._viewer.layers.events
-        events.inserted.connect(self._on_inserted)
-        events.removed.connect(self._on_removed)
-        events.reordered.connect(self.refresh)
-        for layer in self._viewer.layers:
-            layer.events.name.connect(self.refresh)
+        follow_layer_list(self, self._viewer, self._on_inserted, self._on_removed, self.refresh)
         self.refresh()
 
     def _wanted(self, layer: Any) -> bool:

@@ -9,6 +9,7 @@ import numpy as np
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QComboBox, QWidget
 
+from napari_segloop.widgets.layer_combo import follow_layer_list
 from napari_segloop.widgets.outputs import PROBABILITY_ROLE, role_of
 from napari_segloop.widgets.session import unwrap
 
@@ -65,28 +66,9 @@ class LayerChoice(QComboBox):
         self.setMinimumContentsLength(12)
         self.currentIndexChanged.connect(self._on_index_changed)
         self.activated.connect(self._on_activated)
-        events = self._viewer.layers.events
-        events.inserted.connect(self._on_inserted)
-        events.removed.connect(self._on_removed)
-        events.reordered.connect(self.refresh)
-        for layer in self._viewer.layers:
-            layer.events.name.connect(self.refresh)
-        self.destroyed.connect(self._disconnect_viewer(self._viewer, self._on_inserted,
-                                                       self._on_removed, self.refresh))
+        follow_layer_list(self, self._viewer, self._on_inserted, self._on_removed, self.refresh)
         self.refresh()
         self._set_value(self._default())
-
-    @staticmethod
-    def _disconnect_viewer(viewer: Any, inserted: Any, removed: Any, refresh: Any) -> Callable[..., None]:
-        def disconnect(*_: Any) -> None:
-            events = viewer.layers.events
-            events.inserted.disconnect(inserted)
-            events.removed.disconnect(removed)
-            events.reordered.disconnect(refresh)
-            for layer in viewer.layers:
-                layer.events.name.disconnect(refresh)
-
-        return disconnect
 
     # -- the list --------------------------------------------------------------
     def _layers(self) -> list[Any]:

@@ -1,0 +1,30 @@
+"""Layer combo boxes follow the layer list, and let go of it when their dock closes."""
+
+from __future__ import annotations
+
+import numpy as np
+from napari.layers import Image
+
+from napari_segloop.widgets.layer_combo import LayerComboBox
+
+
+def test_combo_lists_new_and_renamed_layers(make_napari_viewer):
+    viewer = make_napari_viewer()
+    combo = LayerComboBox(viewer, Image)
+    layer = viewer.add_image(np.zeros((8, 8)), name="cells")
+    assert combo.currentText() == "cells"
+    layer.name = "nuclei"
+    assert combo.currentText() == "nuclei"
+    assert combo.layer() is layer
+
+
+def test_destroyed_combo_no_longer_listens_to_the_viewer(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((8, 8)), name="a")
+    combo = LayerComboBox(viewer, Image)
+    n_before = len(viewer.layers.events.inserted.callbacks)
+    with qtbot.waitSignal(combo.destroyed):
+        combo.deleteLater()
+    assert len(viewer.layers.events.inserted.callbacks) == n_before - 1
+    # adding and renaming layers after the dock closed must not touch the deleted widget
+    viewer.add_image(np.zeros((8, 8)), name="b").name = "c"
