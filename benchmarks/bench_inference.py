@@ -53,8 +53,8 @@ def _bare_batches(bundle, image, tile, overlap, batch_size, device):
     """The exact tiles predict() feeds the model, pre-built as device tensors."""
     import torch
 
-    from napari_segloop.core.normalize import normalize_slice
-    from napari_segloop.core.tiling import TileGrid
+    from napari_segloop.core.inference.normalize import normalize_slice
+    from napari_segloop.core.inference.tiling import TileGrid
 
     norm, _ = normalize_slice(image[None], bundle.settings.normalization)
     grid = TileGrid.build(norm.shape[1], norm.shape[2], tile, overlap)
@@ -81,8 +81,8 @@ def _time(fn, repeats: int) -> list[float]:
 def measure_overhead(args) -> dict:
     import torch
 
-    from napari_segloop.core.devices import autocast_dtype, resolve_device
-    from napari_segloop.core.inference import predict_array
+    from napari_segloop.core.inference.devices import autocast_dtype, resolve_device
+    from napari_segloop.core.inference.predict import predict_array
 
     bundle = _load(args.model)
     device = resolve_device(args.device).device
@@ -144,7 +144,7 @@ def memory_child(args) -> None:
 
     import torch
 
-    from napari_segloop.core.inference import predict_array
+    from napari_segloop.core.inference.predict import predict_array
 
     bundle = _load(args.model)
     image = _make_image(args.size)

@@ -5,7 +5,7 @@ Prints progress lines, then as the last line one JSON object with:
 ``metrics_ms``
     Median time to get all pixel metrics (TP, FP, FN, TN, Dice, IoU, precision,
     recall, accuracy, as a dict) for a new slider value on an N x N
-    probability map whose :class:`~napari_segloop.core.thresholds.ThresholdCurve`
+    probability map whose :class:`~napari_segloop.core.evaluation.ThresholdCurve`
     is built, over ``--repeats`` random slider values ``k / (steps - 1)``.
     Goal: under 1 ms at 4096 x 4096.
 ``exact_metrics_ms``
@@ -70,7 +70,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    from napari_segloop.core.thresholds import ThresholdCurve
+    from napari_segloop.core.evaluation.curve import ThresholdCurve
 
     print(f"making a {args.size} x {args.size} probability map and ground truth ...", flush=True)
     prob, truth = _make_case(args.size, args.seed)

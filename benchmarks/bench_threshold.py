@@ -93,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     from qtpy.QtWidgets import QApplication
 
     from napari_segloop.core.bundle import PostProcess
-    from napari_segloop.core.metrics import confusion_image
-    from napari_segloop.core.threshold import postprocess
+    from napari_segloop.core.evaluation import confusion_image
+    from napari_segloop.core.masks import postprocess
     from napari_segloop.widgets import previews
     from napari_segloop.widgets.confusion_dock import ConfusionDock
     from napari_segloop.widgets.evaluation import format_value, slider_threshold

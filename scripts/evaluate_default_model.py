@@ -218,7 +218,7 @@ def predict_probabilities(
         float32 probabilities, shaped like ``image``.
     """
     try:
-        from napari_segloop.core.inference import predict_array
+        from napari_segloop.core.inference.predict import predict_array
     except ImportError:
         predict_array = None
     if predict_array is not None:

@@ -17,7 +17,7 @@ import torch
 from napari_segloop import __version__
 from napari_segloop.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
 from napari_segloop.core.bundle import BundleSettings, PostProcess, create_model, save_bundle
-from napari_segloop.core.threshold import apply_threshold, postprocess
+from napari_segloop.core.masks import apply_threshold, postprocess
 
 THRESHOLD = 0.45
 POST = PostProcess(min_size=6, fill_holes=True, instances=True)
@@ -289,7 +289,7 @@ def test_output_folder_that_cannot_be_created(capsys, model_dir, images, tmp_pat
 
 def test_unwritable_output(capsys, model_dir, images, tmp_path, monkeypatch):
     """A read-only folder (simulated: root ignores permissions): clear error per file."""
-    from napari_segloop.core import imageio
+    from napari_segloop.core.io import images as imageio
 
     def denied(src, dst):
         raise PermissionError(13, "Permission denied")
@@ -321,7 +321,7 @@ def test_no_images_found(capsys, model_dir, tmp_path):
     _no_traceback(err)
 
 
-@pytest.mark.parametrize(("args", "match"), [(["--tile", "100"], "multiple of 32"),
+@pytest.mark.parametrize(("args", "match"), [(["--tile", "100"], "positive multiple of"),
                                               (["--overlap", "0.95"], "Overlap"),
                                               (["--device", "tpu"], "device")])
 def test_bad_options_are_one_line(capsys, model_dir, images, tmp_path, args, match):

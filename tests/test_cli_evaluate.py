@@ -13,9 +13,9 @@ import pytest
 import tifffile
 
 from napari_segloop.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
-from napari_segloop.core.bundle import BundleSettings, PostProcess
-from napari_segloop.core.metrics import evaluate
-from napari_segloop.core.thresholds import ThresholdCurve, set_bundle_threshold
+from napari_segloop.core.bundle import BundleSettings, PostProcess, set_bundle_threshold
+from napari_segloop.core.evaluation import evaluate
+from napari_segloop.core.evaluation.curve import ThresholdCurve
 
 KEYS = ("threshold", "tp", "fp", "fn", "tn", "dice", "iou", "precision", "recall", "accuracy",
         "object_precision", "object_recall", "object_f1")

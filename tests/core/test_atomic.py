@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from napari_segloop.core.atomic import atomic_path
+from napari_segloop.core.io.atomic import atomic_path
 
 
 def test_success_replaces_the_file(tmp_path):

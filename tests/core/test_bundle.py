@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-from napari_segloop.core import bundle as bundle_mod
 from napari_segloop.core.bundle import (
     CONFIG_FILE,
     FORMAT_VERSION,
@@ -21,13 +20,15 @@ from napari_segloop.core.bundle import (
     Normalization,
     PostProcess,
     create_model,
+    default_model_path,
     load_bundle,
     load_model,
     load_state_dict_model,
     save_bundle,
 )
-from napari_segloop.core.errors import ModelLoadError, SegloopError
-from napari_segloop.core.inference import predict_array
+from napari_segloop.core.bundle import folder as bundle_mod
+from napari_segloop.core.errors import BundleExistsError, ModelLoadError, SegloopError
+from napari_segloop.core.inference.predict import predict_array
 
 TINY = {"decoder_channels": (16, 16, 16, 16, 16)}
 
@@ -116,11 +117,29 @@ def test_settings_round_trip(tmp_path, make_bundle):
     assert on_disk["format_version"] == FORMAT_VERSION
 
 
-def test_save_replaces_an_existing_bundle(tmp_path, bundle, make_bundle):
+def test_save_refuses_an_existing_bundle_without_overwrite(tmp_path, bundle, make_bundle):
+    target = tmp_path / "m"
+    save_bundle(bundle, target)
+    before = _outputs(load_bundle(target).model)
+    with pytest.raises(BundleExistsError, match="already exists"):
+        save_bundle(make_bundle(seed=5, threshold=0.7), target)
+    assert torch.equal(before, _outputs(load_bundle(target).model))
+    assert _siblings(target) == []
+
+
+def test_save_refuses_the_builtin_default_model(bundle):
+    assert (default_model_path() / WEIGHTS_FILE).is_file()  # the real shipped model, not a stray copy
+    before = (default_model_path() / WEIGHTS_FILE).read_bytes()
+    with pytest.raises(ModelLoadError, match="read-only"):
+        save_bundle(bundle, default_model_path(), overwrite=True)
+    assert (default_model_path() / WEIGHTS_FILE).read_bytes() == before
+
+
+def test_save_replaces_an_existing_bundle_with_overwrite(tmp_path, bundle, make_bundle):
     target = tmp_path / "m"
     save_bundle(bundle, target)
     other = make_bundle(seed=5, threshold=0.7)
-    save_bundle(other, target)
+    save_bundle(other, target, overwrite=True)
     loaded = load_bundle(target)
     assert loaded.settings.threshold == 0.7
     assert torch.equal(_outputs(other.model), _outputs(loaded.model))
@@ -140,7 +159,7 @@ def test_failure_while_writing_settings_keeps_the_previous_bundle(tmp_path, bund
 
     monkeypatch.setattr(bundle_mod.json, "dump", broken_dump)
     with pytest.raises(ModelLoadError, match="No space left") as info:
-        save_bundle(make_bundle(seed=9, threshold=0.9), target)
+        save_bundle(make_bundle(seed=9, threshold=0.9), target, overwrite=True)
     assert str(target) in str(info.value)
     monkeypatch.undo()
     loaded = load_bundle(target)
@@ -163,7 +182,7 @@ def test_failure_of_the_final_rename_restores_the_previous_bundle(tmp_path, bund
 
     monkeypatch.setattr(bundle_mod.os, "replace", replace)
     with pytest.raises(ModelLoadError, match="Input/output error"):
-        save_bundle(make_bundle(seed=9, threshold=0.9), target)
+        save_bundle(make_bundle(seed=9, threshold=0.9), target, overwrite=True)
     monkeypatch.undo()
     assert len(calls) == 3, "old moved aside, new failed, old moved back"
     loaded = load_bundle(target)
@@ -569,7 +588,7 @@ def test_disk_full_while_writing_weights_keeps_the_previous_bundle(
     monkeypatch.setattr(safetensors.torch, "save_model", full)
     monkeypatch.setattr(safetensors.torch, "save_file", full)
     with pytest.raises(ModelLoadError, match="No space left on device"):
-        save_bundle(make_bundle(seed=4, threshold=0.8), target)
+        save_bundle(make_bundle(seed=4, threshold=0.8), target, overwrite=True)
     monkeypatch.undo()
     loaded = load_bundle(target)
     assert loaded.settings.threshold == 0.5

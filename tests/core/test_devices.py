@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from napari_segloop.core import devices
-from napari_segloop.core.devices import (
+from napari_segloop.core.errors import DeviceError
+from napari_segloop.core.inference import devices
+from napari_segloop.core.inference.devices import (
     autocast_dtype,
     available_devices,
     empty_cache,
     probe,
     resolve_device,
 )
-from napari_segloop.core.errors import DeviceError
 
 
 @pytest.fixture

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_segloop.core import imageio
 from napari_segloop.core.errors import InputError
-from napari_segloop.core.imageio import expand_inputs, is_image_path, read_image, write_image
+from napari_segloop.core.io import images as imageio
+from napari_segloop.core.io.images import expand_inputs, is_image_path, read_image, write_image
 
 
 def _leftovers(folder) -> list[str]:

@@ -6,22 +6,20 @@ import numpy as np
 import pytest
 import torch
 
-from napari_segloop.core import inference
 from napari_segloop.core.bundle import Normalization
 from napari_segloop.core.errors import InputError, SegloopError
-from napari_segloop.core.inference import (
+from napari_segloop.core.events import Notice, Progress, run_to_end
+from napari_segloop.core.inference import predict as inference
+from napari_segloop.core.inference.normalize import normalize_slice
+from napari_segloop.core.inference.predict import (
     MIN_TILE,
-    Notice,
     PredictOptions,
-    Progress,
     _Plan,
     is_out_of_memory,
     predict,
     predict_array,
-    run_to_end,
 )
-from napari_segloop.core.normalize import normalize_slice
-from napari_segloop.core.tiling import TileGrid
+from napari_segloop.core.inference.tiling import TileGrid
 
 
 def _collect(gen) -> tuple[np.ndarray, list]:
@@ -425,7 +423,7 @@ def test_is_out_of_memory():
 
 
 def test_plan_degrades_on_cuda_then_falls_back_to_the_cpu():
-    plan = _Plan(torch.device("cuda"), 256, 4)
+    plan = _Plan(torch.device("cuda"), 256, 4, 32)
     steps = []
     while (step := plan.degrade()) is not None:
         steps.append((step, plan.device.type, plan.tile, plan.batch))
@@ -442,14 +440,14 @@ def test_plan_degrades_on_cuda_then_falls_back_to_the_cpu():
 
 
 def test_plan_on_the_cpu_never_reaches_another_device():
-    plan = _Plan(torch.device("cpu"), 64, 1)
+    plan = _Plan(torch.device("cpu"), 64, 1, 32)
     assert plan.degrade() is None
     assert plan.device.type == "cpu"
 
 
 def test_oom_on_a_gpu_falls_back_to_the_cpu_with_notices(monkeypatch, make_identity):
     """The whole CUDA path, simulated without a GPU: every forward on "cuda" runs out of memory."""
-    from napari_segloop.core.devices import DeviceChoice
+    from napari_segloop.core.inference.devices import DeviceChoice
 
     b = make_identity()
     image = _random_image((70, 70), seed=11)
@@ -488,7 +486,7 @@ def test_oom_on_a_gpu_falls_back_to_the_cpu_with_notices(monkeypatch, make_ident
 def test_float64_values_beyond_float32_range_are_bright_not_background():
     """Huge float64 outliers must not overflow to Inf (and become background) before scaling."""
     from napari_segloop.core.bundle import ModelBundle
-    from napari_segloop.core.inference import predict_array
+    from napari_segloop.core.inference.predict import predict_array
 
     class Identity(torch.nn.Module):
         config = {"in_channels": 1, "classes": 1}  # noqa: RUF012 - test double

@@ -10,8 +10,7 @@ import pytest
 
 from napari_segloop.core.bundle import PostProcess
 from napari_segloop.core.errors import InputError
-from napari_segloop.core.metrics import (
-    CONFUSION_COLORS,
+from napari_segloop.core.evaluation import (
     CONFUSION_NAMES,
     FN,
     FP,
@@ -28,7 +27,8 @@ from napari_segloop.core.metrics import (
     metrics_csv_text,
     write_metrics_csv,
 )
-from napari_segloop.core.threshold import apply_threshold, postprocess
+from napari_segloop.core.masks import apply_threshold, postprocess
+from napari_segloop.widgets.colors import CONFUSION_COLORS
 
 
 def _random_case(shape=(48, 56), seed=0):

@@ -7,7 +7,7 @@ import pytest
 
 from napari_segloop.core.bundle import Normalization
 from napari_segloop.core.errors import InputError
-from napari_segloop.core.normalize import detect_channel_axis, normalize_slice, prepare_input
+from napari_segloop.core.inference.normalize import detect_channel_axis, normalize_slice, prepare_input
 
 PCT = Normalization()
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_segloop.core.bundle import PostProcess
-from napari_segloop.core.threshold import apply_threshold, postprocess, postprocess_2d
+from napari_segloop.core.masks import apply_threshold, postprocess, postprocess_2d
 
 
 def test_a_pixel_exactly_at_the_threshold_is_background():

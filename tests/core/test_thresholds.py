@@ -7,15 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from napari_segloop.core.bundle import BundleSettings, PostProcess
+from napari_segloop.core.bundle import BundleSettings, PostProcess, read_bundle_settings, set_bundle_threshold
 from napari_segloop.core.errors import InputError, ModelLoadError
-from napari_segloop.core.metrics import evaluate
-from napari_segloop.core.thresholds import (
-    ThresholdCurve,
-    otsu_threshold,
-    read_bundle_settings,
-    set_bundle_threshold,
-)
+from napari_segloop.core.evaluation import evaluate
+from napari_segloop.core.evaluation.curve import ThresholdCurve, otsu_threshold
 
 
 def _brute_counts(prob, truth, t, region=None):
@@ -105,7 +100,7 @@ def test_the_mask_shrinks_as_the_threshold_rises():
 
 
 def test_numpy_float64_thresholds_follow_the_same_rule():
-    from napari_segloop.core.threshold import apply_threshold
+    from napari_segloop.core.masks import apply_threshold
 
     prob = np.array([[np.float32(0.3), np.float32(0.7), 0.2, 0.9]], dtype=np.float32)
     truth = np.array([[1, 1, 0, 0]], np.uint8)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_segloop.core.tiling import MULTIPLE, TileGrid, gaussian_window, round_up, tile_starts
+from napari_segloop.core.inference.tiling import MULTIPLE, TileGrid, gaussian_window, round_up, tile_starts
 
 
 @pytest.mark.parametrize("length", [1, 31, 32, 64, 65, 100, 127, 128, 129, 300, 1000])

@@ -7,17 +7,9 @@ import csv
 import numpy as np
 import pytest
 
-from napari_segloop.core.metrics import (
-    CONFUSION_COLORS,
-    FN,
-    FP,
-    TN,
-    TP,
-    confusion_image,
-    evaluate,
-    evaluate_stack,
-)
+from napari_segloop.core.evaluation import FN, FP, TN, TP, confusion_image, evaluate, evaluate_stack
 from napari_segloop.widgets import previews
+from napari_segloop.widgets.colors import CONFUSION_COLORS
 from napari_segloop.widgets.evaluation import format_value
 
 

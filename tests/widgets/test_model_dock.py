@@ -112,7 +112,7 @@ def test_load_state_dict_with_architecture(docks, tmp_path, wait_job):
 
 def test_missing_default_model_is_reported(docks, tiny_bundle, wait_job, notifications, monkeypatch,
                                            tmp_path):
-    monkeypatch.setattr("napari_segloop.core.bundle.default_model_path", lambda: tmp_path / "none")
+    monkeypatch.setattr("napari_segloop.core.bundle.folder.default_model_path", lambda: tmp_path / "none")
     _viewer, dock, _ = docks(tiny_bundle)
     dock.default_button.click()
     wait_job(dock.session)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_segloop.core.inference import Progress
+from napari_segloop.core.events import Progress
 from napari_segloop.widgets.session import session_for
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from napari_segloop.core.bundle import PostProcess, create_model, load_bundle, save_bundle
-from napari_segloop.core.threshold import postprocess
-from napari_segloop.core.thresholds import ThresholdCurve, otsu_threshold
+from napari_segloop.core.evaluation.curve import ThresholdCurve, otsu_threshold
+from napari_segloop.core.masks import postprocess
 from napari_segloop.widgets import previews
 from napari_segloop.widgets.evaluation import slider_threshold
 

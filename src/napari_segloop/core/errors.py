@@ -18,6 +18,10 @@ class ModelLoadError(SegloopError):
     """A model file or bundle could not be read or does not fit."""
 
 
+class BundleExistsError(ModelLoadError):
+    """A bundle would be written over an existing folder without permission."""
+
+
 class InputError(SegloopError):
     """An image, label or argument is not what the operation needs."""
 

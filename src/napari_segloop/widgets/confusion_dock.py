@@ -34,8 +34,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_segloop.core.errors import InputError, SegloopError
-from napari_segloop.core.metrics import (
-    CONFUSION_HEX,
+from napari_segloop.core.evaluation import (
     CONFUSION_NAMES,
     FN,
     FP,
@@ -50,6 +49,7 @@ from napari_segloop.core.metrics import (
     write_metrics_csv,
 )
 from napari_segloop.widgets import outputs, previews
+from napari_segloop.widgets.colors import CONFUSION_HEX
 from napari_segloop.widgets.evaluation import (
     REGION_ALL,
     REGION_VIEW,

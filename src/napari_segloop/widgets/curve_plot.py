@@ -60,7 +60,7 @@ class CurvePlot(QWidget):
 
     # -- data -----------------------------------------------------------------
     def set_curve(self, curve: Any, message: str = "") -> None:
-        """Show a :class:`~napari_segloop.core.thresholds.CurveData` (None: show ``message``)."""
+        """Show a :class:`~napari_segloop.core.evaluation.CurveData` (None: show ``message``)."""
         self._paths = []
         if curve is not None:
             x = np.asarray(curve.thresholds, dtype=float)

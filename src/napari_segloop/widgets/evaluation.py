@@ -20,8 +20,8 @@ from psygnal import Signal
 from qtpy.QtCore import QObject
 
 from napari_segloop.core.errors import InputError, SegloopError
-from napari_segloop.core.metrics import check_region, check_truth
-from napari_segloop.core.thresholds import DEFAULT_STEPS, ThresholdCurve
+from napari_segloop.core.evaluation import check_region, check_truth
+from napari_segloop.core.evaluation.curve import DEFAULT_STEPS, ThresholdCurve
 from napari_segloop.widgets.jobs import JobFailed, guarded
 from napari_segloop.widgets.layer_io import layer_array, shape_probe
 from napari_segloop.widgets.session import Session, unwrap
@@ -521,7 +521,7 @@ def model_default(session: Session) -> ModelDefault:
         s = bundle.settings
         return ModelDefault(float(s.threshold), s.postprocess, f"the loaded model ({bundle.source})")
     try:
-        from napari_segloop.core.thresholds import read_bundle_settings
+        from napari_segloop.core.bundle import read_bundle_settings
 
         s = read_bundle_settings("default")
     except SegloopError:

@@ -1,8 +1,8 @@
 """Running core generators in napari workers, and relaying their events.
 
 A job is a generator run by napari's ``create_worker`` in a thread. It yields
-:class:`~napari_segloop.core.inference.Progress` and
-:class:`~napari_segloop.core.inference.Notice` events (and :class:`ModelReady`
+:class:`~napari_segloop.core.events.Progress` and
+:class:`~napari_segloop.core.events.Notice` events (and :class:`ModelReady`
 when it had to load a model) and returns its result. The docks receive the
 events on the main thread through the worker's ``yielded`` and ``returned``
 signals; nothing in a job touches a layer or a widget.
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from napari_segloop.core.errors import SegloopError
-from napari_segloop.core.inference import Notice, Progress
+from napari_segloop.core.events import Notice, Progress
 
 
 @dataclass

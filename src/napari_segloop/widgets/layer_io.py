@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from napari_segloop.core.inference import PredictOptions
-from napari_segloop.core.normalize import detect_channel_axis, prepare_input
+from napari_segloop.core.inference.normalize import detect_channel_axis, prepare_input
+from napari_segloop.core.inference.predict import PredictOptions
 from napari_segloop.widgets.session import METADATA_KEY, ProbabilityMap, Session, unwrap
 
 PROBABILITY_ROLE = "probability"

@@ -92,13 +92,13 @@ class MetricsTable(QTableWidget):
             item.setText(text)
 
     def set_pixel(self, column: int, metrics: Any, pending: bool = False) -> None:
-        """Show a :class:`~napari_segloop.core.metrics.PixelMetrics`; ``…`` while pending, else n/a."""
+        """Show a :class:`~napari_segloop.core.evaluation.PixelMetrics`; ``…`` while pending, else n/a."""
         values = metrics.to_dict() if metrics is not None else {}
         for key, _, _ in PIXEL_ROWS:
             self._set(key, column, PENDING if pending else format_value(values.get(key)))
 
     def set_objects(self, column: int, metrics: Any, pending: bool = False) -> None:
-        """Show an :class:`~napari_segloop.core.metrics.ObjectMetrics`; ``…`` while pending, else n/a."""
+        """Show an :class:`~napari_segloop.core.evaluation.ObjectMetrics`; ``…`` while pending, else n/a."""
         values = metrics.to_dict() if metrics is not None else {}
         for key, _, _ in OBJECT_ROWS:
             self._set(key, column, PENDING if pending else format_value(values.get(key)))

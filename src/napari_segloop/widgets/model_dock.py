@@ -32,7 +32,7 @@ from qtpy.QtWidgets import (
 from superqt import QCollapsible
 
 from napari_segloop.core import bundle as core_bundle
-from napari_segloop.core.inference import Progress
+from napari_segloop.core.events import Progress
 from napari_segloop.widgets.jobs import JobFailed, create_job_worker
 from napari_segloop.widgets.session import session_for, unwrap
 from napari_segloop.widgets.settings import UserSettings
@@ -51,6 +51,18 @@ def load_job(spec: str, architecture: str | None, encoder: str | None,
     bundle = core_bundle.load_model(spec, architecture, encoder, in_channels)
     yield Progress(1, 1)
     return bundle
+
+
+def save_job(bundle: Any, folder: str, overwrite: bool, mask: Any) -> Generator[Progress, None, Any]:
+    """Save the model as a new bundle folder in a worker (with the mask settings on screen)."""
+    yield Progress(0, 1, "saving")
+    saved = core_bundle.save_bundle_as(
+        bundle, folder, overwrite=overwrite,
+        threshold=None if mask is None else mask.threshold,
+        postprocess=None if mask is None else mask.postprocess,
+    )
+    yield Progress(1, 1)
+    return saved
 
 
 def create_job(architecture: str, encoder: str, in_channels: int,
@@ -177,6 +189,15 @@ class ModelDock(QWidget):
         self.new_section.addWidget(new)
         layout.addWidget(self.new_section)
 
+        self.save_button = QPushButton("Save model as…")
+        self.save_button.setToolTip(
+            "Save the loaded model as a new bundle folder, with the threshold and post-processing "
+            "of the mask shown by the Threshold dock; `segloop predict --model FOLDER --threshold "
+            "auto` then gives that mask. An existing folder is replaced only if you confirm."
+        )
+        self.save_button.clicked.connect(self._browse_save)
+        layout.addWidget(self.save_button)
+
         self.status = QLabel()
         self.status.setWordWrap(True)
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -209,6 +230,7 @@ class ModelDock(QWidget):
     def _connect_session(self) -> None:
         pairs = [
             (self.session.model_changed, self._show_model),
+            (self.session.model_changed, self._update_enabled),
             (self.session.busy_changed, self._update_enabled),
             (self.session.device_changed, self._update_device_label),
         ]
@@ -255,6 +277,7 @@ class ModelDock(QWidget):
         for widget in (self.default_button, self.load_button, self.folder_button, self.file_button,
                        self.create_button):
             widget.setEnabled(idle)
+        self.save_button.setEnabled(idle and self.session.bundle is not None)
 
     # -- actions -------------------------------------------------------------
     def _browse_folder(self) -> None:
@@ -271,6 +294,63 @@ class ModelDock(QWidget):
         if path:
             self.path_edit.setText(path)
             self.load_from_field()
+
+    def _browse_save(self) -> None:
+        from qtpy.QtWidgets import QMessageBox
+
+        folder, _ = QFileDialog.getSaveFileName(
+            self, "Save model as a bundle folder", self._start_dir(), "Model bundle folder (*)",
+            options=QFileDialog.Option.DontConfirmOverwrite,
+        )
+        if not folder:
+            return
+        overwrite = False
+        if Path(folder).exists():
+            answer = QMessageBox.question(
+                self, "Replace the existing folder?",
+                f"{folder} already exists. Replace it with this model? (The old folder stays "
+                "intact until the new bundle is completely written.)",
+            )
+            if answer != QMessageBox.StandardButton.Yes:
+                self.status.setText("Not saved: the folder exists and was kept.")
+                return
+            overwrite = True
+        self.save_as(folder, overwrite=overwrite)
+
+    def save_as(self, folder: str, overwrite: bool = False) -> bool:
+        """Save the loaded model as a new bundle ``folder`` in a worker.
+
+        The threshold and post-processing of the mask on screen (the Threshold
+        dock's) are stored with it. An existing ``folder`` is refused unless
+        ``overwrite`` (the user confirmed). On success the session's model is
+        the saved bundle, so "Save threshold to model" writes there.
+
+        Returns
+        -------
+        bool
+            False if no model is loaded or another job runs (nothing started).
+        """
+        bundle = self.session.bundle
+        if bundle is None:
+            self.status.setText("No model is loaded: load or create one first.")
+            return False
+        worker = create_job_worker(save_job, bundle, str(folder), bool(overwrite),
+                                   self.session.mask_settings, desc="segloop: saving model")
+
+        def done(result: Any) -> None:
+            if isinstance(result, JobFailed):
+                self._failed(str(folder), result.message, verb="save the model to")
+                return
+            # Same network, new settings and source: no re-prediction is needed.
+            if self.session.bundle is bundle:
+                bundle.settings, bundle.source = result.settings, result.source
+                self.session.model_changed.emit(bundle)
+            self.settings.last_model_path = str(folder)
+            self.status.setText(
+                f"Saved as {folder} (threshold {result.settings.threshold:.6g}). "
+                f"`segloop predict --model {folder} --threshold auto` gives the mask on screen.")
+
+        return self._start(worker, done, f"Saving to {folder}…")
 
     def _path_changed(self, text: str) -> None:
         """Show the architecture fields when the path is a weights file (they are needed then)."""

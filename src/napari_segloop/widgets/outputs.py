@@ -169,7 +169,7 @@ def confusion_labels_colormap() -> Any:
     """Fixed TP / FP / FN colours (TN transparent) for ``<image> confusion``."""
     from napari.utils.colormaps import DirectLabelColormap
 
-    from napari_segloop.core.metrics import CONFUSION_COLORS
+    from napari_segloop.widgets.colors import CONFUSION_COLORS
     from napari_segloop.widgets.previews import TRANSPARENT
 
     colors: dict[Any, Any] = dict(CONFUSION_COLORS)

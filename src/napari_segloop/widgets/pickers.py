@@ -1,4 +1,14 @@
-"""Combo boxes choosing a layer (or a fixed choice such as "(none)") for the evaluation docks."""
+"""The one layer picker of the plugin: a combo box of layers (and fixed choices) that follows the layer list.
+
+Every dock uses :class:`LayerChoice` with a filter (``accept``) and an
+optional preference (``prefer``): the Predict dock's image, the Threshold
+dock's probability map, the Confusion dock's prediction, ground truth and
+region. magicgui's layer combo boxes rebuild their choices on layer events
+too, but cannot keep a choice by identity across renames, prefer one layer
+over another automatically, or mix fixed entries ("field of view") with
+layers, which the evaluation docks need; so this one class stays, and the
+second hand-written picker is gone.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +19,39 @@ import numpy as np
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QComboBox, QWidget
 
-from napari_segloop.widgets.layer_combo import follow_layer_list
 from napari_segloop.widgets.outputs import PROBABILITY_ROLE, role_of
-from napari_segloop.widgets.session import unwrap
+from napari_segloop.widgets.session import METADATA_KEY, unwrap
+
+
+def follow_layer_list(
+    combo: QComboBox,
+    viewer: Any,
+    inserted: Callable[..., Any],
+    removed: Callable[..., Any],
+    refresh: Callable[..., Any],
+) -> None:
+    """Keep ``combo`` in step with ``viewer.layers`` until the combo box is destroyed.
+
+    ``inserted``/``removed`` receive the layer-list events; ``refresh`` runs on
+    reordering and on every layer rename. All connections are undone when the
+    widget is destroyed, so closing a dock never leaves the viewer calling into
+    a deleted widget.
+    """
+    events = viewer.layers.events
+    events.inserted.connect(inserted)
+    events.removed.connect(removed)
+    events.reordered.connect(refresh)
+    for layer in viewer.layers:
+        layer.events.name.connect(refresh)
+
+    def _disconnect(*_: Any) -> None:
+        events.inserted.disconnect(inserted)
+        events.removed.disconnect(removed)
+        events.reordered.disconnect(refresh)
+        for layer in viewer.layers:
+            layer.events.name.disconnect(refresh)
+
+    combo.destroyed.connect(_disconnect)
 
 
 class LayerChoice(QComboBox):
@@ -169,6 +209,10 @@ class LayerChoice(QComboBox):
         self._set_value(value)
         return True
 
+    def set_layer(self, layer: Any) -> bool:
+        """Choose ``layer`` as the user would; False if it is not listed."""
+        return self.set_value(layer)
+
 
 def _same(a: Any, b: Any) -> bool:
     """Same layer (by identity) or same special key."""
@@ -244,6 +288,13 @@ def is_prediction_candidate(layer: Any) -> bool:
     if isinstance(layer, Labels):
         return role_of(layer) in (None, "mask")
     return is_probability_layer(layer)
+
+
+def is_user_image(layer: Any) -> bool:
+    """An Image layer of the user's (not one the plugin made): what the Predict dock predicts."""
+    from napari.layers import Image
+
+    return isinstance(layer, Image) and METADATA_KEY not in getattr(layer, "metadata", {})
 
 
 def is_shapes(layer: Any) -> bool:

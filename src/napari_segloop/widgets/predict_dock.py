@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from napari.layers import Image
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QApplication,
@@ -34,20 +33,19 @@ from superqt import QCollapsible
 
 from napari_segloop.core import bundle as core_bundle
 from napari_segloop.core.errors import SegloopError
-from napari_segloop.core.inference import Notice, PredictOptions, Progress, predict
+from napari_segloop.core.events import Notice, Progress
+from napari_segloop.core.inference.normalize import CONVERSIONS as CORE_CONVERSIONS
+from napari_segloop.core.inference.predict import PredictOptions, predict
 from napari_segloop.widgets import layer_io
-from napari_segloop.widgets.commands import predict_command
+from napari_segloop.cli.equivalent import predict_command
 from napari_segloop.widgets.jobs import JobFailed, ModelReady, create_job_worker, notify, show_progress
-from napari_segloop.widgets.layer_combo import LayerComboBox
+from napari_segloop.widgets.pickers import LayerChoice, is_user_image
 from napari_segloop.widgets.session import session_for, unwrap
 from napari_segloop.widgets.settings import MODEL_DEFAULT, UserSettings
 
-#: Channel conversions offered to the user: (label, convert, channel).
-CONVERSIONS = (
-    ("as is", "none", None),
-    ("average to gray", "gray", None),
-    ("repeat to the model's channels", "repeat", None),
-)
+#: Channel conversions offered to the user: (label, convert, channel), labelled as the
+#: core's messages name them.
+CONVERSIONS = tuple((label, key, None) for key, label in CORE_CONVERSIONS.items())
 
 
 def predict_job(
@@ -107,8 +105,8 @@ class PredictDock(QWidget):
     def _build(self) -> None:
         layout = QVBoxLayout(self)
         form = QFormLayout()
-        self.image_combo = LayerComboBox(self.viewer, Image, parent=self)
-        self.image_combo.layer_changed.connect(self._on_layer_changed)
+        self.image_combo = LayerChoice(self.viewer, is_user_image, parent=self)
+        self.image_combo.value_changed.connect(self._on_layer_changed)
         form.addRow("Image", self.image_combo)
         self.model_label = QLabel()
         self.model_label.setWordWrap(True)

@@ -35,7 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from napari_segloop.core.metrics import CONFUSION_COLORS, FN, FP, TP, truth_foreground
+from napari_segloop.core.evaluation import FN, FP, TP, truth_foreground
+from napari_segloop.widgets.colors import CONFUSION_COLORS
 
 #: Width of the contrast window of a preview (see the module docstring).
 PREVIEW_WIDTH = 2.0**-14

@@ -53,6 +53,14 @@ def unwrap(obj: Any) -> Any:
         obj = inner
 
 
+@dataclass(frozen=True)
+class MaskSettings:
+    """How the mask on screen was made: ``probability > threshold``, then ``postprocess``."""
+
+    threshold: float
+    postprocess: Any
+
+
 @dataclass
 class ProbabilityMap:
     """A probability map computed for one image layer.
@@ -116,6 +124,8 @@ class Session:
     device_changed = Signal(str)
     #: Emitted with (probability layer, threshold) when the threshold of a probability map changes.
     threshold_changed = Signal(object, float)
+    #: Emitted with the new :class:`MaskSettings` when the mask on screen was made with other settings.
+    mask_settings_changed = Signal(object)
 
     def __init__(self, viewer: Viewer) -> None:
         self._viewer = weakref.ref(viewer)
@@ -129,6 +139,9 @@ class Session:
         )
         self._thresholds: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
         self._shared: dict[str, Any] = {}
+        #: The threshold and post-processing of the mask last drawn by the Threshold dock (its
+        #: only writer); "Save model as..." stores them in the new bundle.
+        self.mask_settings: MaskSettings | None = None
 
     @property
     def viewer(self) -> Viewer | None:
@@ -147,7 +160,7 @@ class Session:
     def devices(self) -> list[str]:
         """Working devices, best first (probed once per session)."""
         if self._devices is None:
-            from napari_segloop.core.devices import available_devices
+            from napari_segloop.core.inference.devices import available_devices
 
             self._devices = available_devices()
         return list(self._devices)
@@ -235,6 +248,13 @@ class Session:
             return
         self._thresholds[layer] = value
         self.threshold_changed.emit(layer, value)
+
+    def set_mask_settings(self, threshold: float, postprocess: Any) -> None:
+        """Record the threshold and post-processing of the mask now on screen (the Threshold dock)."""
+        settings = MaskSettings(float(threshold), postprocess)
+        if settings != self.mask_settings:
+            self.mask_settings = settings
+            self.mask_settings_changed.emit(settings)
 
     # -- helpers shared by the docks -----------------------------------------
     def shared(self, key: str, factory: Any) -> Any:

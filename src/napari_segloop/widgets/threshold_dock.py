@@ -4,7 +4,7 @@ What the user sees while dragging the slider is drawn by napari's shader:
 the ``<image> mask preview`` layer shares the probability array and only its
 contrast limits change per step (see :mod:`napari_segloop.widgets.previews`),
 and the pixel metrics come from a cached
-:class:`~napari_segloop.core.thresholds.ThresholdCurve` in O(1). When the
+:class:`~napari_segloop.core.evaluation.ThresholdCurve` in O(1). When the
 slider is released or pauses, a worker thresholds and post-processes the map
 and the ``<image> mask`` Labels layer is updated in place; a result for any
 threshold but the newest is dropped.
@@ -36,10 +36,10 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_segloop.core.bundle import PostProcess
+from napari_segloop.core.bundle import PostProcess, set_bundle_threshold
 from napari_segloop.core.errors import InputError, SegloopError
-from napari_segloop.core.threshold import apply_threshold, postprocess_2d
-from napari_segloop.core.thresholds import ThresholdCurve, otsu_threshold, set_bundle_threshold
+from napari_segloop.core.evaluation.curve import ThresholdCurve, otsu_threshold
+from napari_segloop.core.masks import apply_threshold, postprocess_2d
 from napari_segloop.widgets import outputs, previews
 from napari_segloop.widgets.curve_plot import CurvePlot
 from napari_segloop.widgets.evaluation import (
@@ -466,6 +466,7 @@ class ThresholdDock(QWidget):
             return
         if result.threshold != self._threshold or result.postprocess != self.postprocess():
             return  # stale: a newer request follows
+        self.session.set_mask_settings(result.threshold, result.postprocess)
         prob = self._prob
         pp = result.postprocess
         outputs.write_labels(
@@ -666,9 +667,11 @@ class ThresholdDock(QWidget):
                        "threshold into it.")
             return False
         source = str(bundle.source)
-        if source == "new" or (source != "default" and not Path(source).is_dir()):
-            show_error("This model is not saved as a bundle folder yet: save it as a bundle first, "
-                       "then store the threshold in it.")
+        if source in ("new", "default") or not Path(source).is_dir():
+            what = "The built-in default model is read-only" if source == "default" else \
+                "This model is not saved as a bundle folder yet"
+            show_error(f"{what}: use 'Save model as…' in the Model dock; it saves the model with "
+                       "the threshold and post-processing shown here.")
             return False
         pp = self.postprocess()
         try:

@@ -11,10 +11,15 @@ Channel rules
     * For a multichannel model, another non-spatial axis whose size equals the
       model's channel count is the channel axis (``(C, H, W)``, ``(Z, C, H, W)``).
     * A mismatch is an error naming the expected and found channels, unless the
-      user chose an explicit conversion: ``gray`` (average the channels, alpha
-      dropped), ``repeat`` (copy one channel to every model channel) or
+      user chose an explicit conversion (:data:`CONVERSIONS`): ``gray`` (average
+      the channels, alpha dropped), ``repeat`` (copy one channel to every model
+      channel), ``invert`` (dark objects on a bright background become bright
+      on dark; colour images are averaged to gray first), ``hematoxylin`` (the
+      hematoxylin stain of an H&E or IHC colour image, by scikit-image's colour
+      deconvolution: nuclei become bright on a dark background) or
       ``channel=k`` (use channel k only). RGBA given to a 3-channel model drops
-      alpha with a note.
+      alpha with a note. Messages name the conversions as the Predict dock's
+      combo box does.
 
 NaN/Inf policy
     Non-finite pixels are replaced by the slice's low percentile (background)
@@ -38,10 +43,29 @@ from typing import Literal
 
 import numpy as np
 
-from napari_segloop.core.bundle import Normalization
+from napari_segloop.core.bundle.settings import Normalization
 from napari_segloop.core.errors import InputError
 
-Conversion = Literal["none", "gray", "repeat"]
+Conversion = Literal["none", "gray", "repeat", "invert", "hematoxylin"]
+
+#: Every explicit conversion, with the label the Predict dock shows and messages use.
+CONVERSIONS: dict[str, str] = {
+    "none": "as is",
+    "gray": "average to gray",
+    "repeat": "repeat to the model's channels",
+    "invert": "invert (dark objects on a bright background)",
+    "hematoxylin": "hematoxylin (H&E / IHC colour images)",
+}
+
+
+def conversion_name(convert: str) -> str:
+    """How a conversion is named to the user: ``'average to gray' (--convert gray)``."""
+    return f"'{CONVERSIONS.get(convert, convert)}' (--convert {convert})"
+
+
+#: A model that expects bright objects gets a warning when the median of a slice lies above
+#: this fraction of its normalised intensity range (most of the image brighter than objects).
+INVERTED_MEDIAN = 0.5
 _PERCENTILE_SAMPLE = 500_000
 
 
@@ -62,7 +86,7 @@ class PreparedInput:
     channel_select : list of int or None
         Channels of ``data`` to use (after dropping alpha or picking one).
     convert : str
-        ``none``, ``gray`` or ``repeat``.
+        One of :data:`CONVERSIONS`.
     model_channels : int
         Channels the model expects.
     notes : list of str
@@ -93,8 +117,14 @@ class PreparedInput:
         chw = self.data[index] if index else self.data
         if self.channel_select is not None:
             chw = chw[self.channel_select]
-        if self.convert == "gray" and chw.shape[0] != 1:
+        if self.convert == "hematoxylin":
+            return hematoxylin(chw, self.model_channels)
+        if self.convert in ("gray", "invert") and chw.shape[0] != self.model_channels:
             chw = chw.astype(np.float32).mean(axis=0, keepdims=True)
+        if self.convert == "invert":
+            # Negation reverses the order of intensities; percentile normalisation then maps
+            # the bright background to 0 and the dark objects to 1.
+            chw = np.negative(chw, dtype=np.float32)
         if self.convert == "repeat" and chw.shape[0] != self.model_channels:
             chw = np.broadcast_to(chw[:1], (self.model_channels, *chw.shape[1:]))
         return chw
@@ -155,8 +185,8 @@ def prepare_input(
         Channel axis of ``image``; ``"auto"`` detects it, None means none.
     rgb : bool, optional
         napari's ``layer.rgb`` when known.
-    convert : {"none", "gray", "repeat"}
-        Explicit conversion when channels do not match.
+    convert : {"none", "gray", "repeat", "invert", "hematoxylin"}
+        Explicit conversion (see the module's docstring and :data:`CONVERSIONS`).
     channel : int, optional
         Use only this channel of the image (for single-channel models).
 
@@ -176,8 +206,8 @@ def prepare_input(
         raise InputError(f"Images must have at least 2 dimensions; got shape {arr.shape}.")
     if arr.size == 0:
         raise InputError(f"The image is empty (shape {arr.shape}).")
-    if convert not in ("none", "gray", "repeat"):
-        raise InputError(f"Unknown conversion {convert!r}; use none, gray or repeat.")
+    if convert not in CONVERSIONS:
+        raise InputError(f"Unknown conversion {convert!r}; use one of {', '.join(CONVERSIONS)}.")
     axis = detect_channel_axis(arr.shape, model_channels, rgb) if channel_axis == "auto" else channel_axis
     if axis is not None:
         if not -arr.ndim <= axis < arr.ndim:
@@ -200,10 +230,38 @@ def prepare_input(
         select = [channel]
         n_found = 1
         notes.append(f"Using channel {channel} only.")
-    if convert == "gray":
+    if convert == "hematoxylin":
+        if n_found == 4 and axis == arr.ndim - 1 and select is None:
+            select = [0, 1, 2]
+            notes.append("Alpha channel dropped.")
+            n_found = 3
+        if n_found != 3:
+            raise InputError(
+                f"The conversion {conversion_name(convert)} needs an RGB colour image, but this one "
+                f"has {n_found} channel(s)."
+            )
+        notes.append("Using the hematoxylin stain (colour deconvolution) as a single channel"
+                     + (f", repeated to the model's {model_channels} channels." if model_channels > 1
+                        else "."))
+    elif convert == "invert":
+        if n_found == 4 and axis == arr.ndim - 1 and select is None:
+            select = [0, 1, 2]
+            notes.append("Alpha channel dropped.")
+            n_found = 3
+        if n_found != model_channels and model_channels != 1:
+            raise InputError(
+                f"The conversion {conversion_name(convert)} keeps the image's {n_found} channel(s), "
+                f"but the model expects {model_channels}."
+            )
+        if n_found != model_channels:
+            notes.append(f"{n_found} channels averaged to gray, then inverted.")
+        else:
+            notes.append("Intensities inverted (dark objects become bright).")
+    elif convert == "gray":
         if model_channels != 1:
             raise InputError(
-                f"'gray' conversion makes 1 channel, but the model expects {model_channels}."
+                f"The conversion {conversion_name(convert)} makes 1 channel, but the model "
+                f"expects {model_channels}."
             )
         if n_found == 4 and axis == arr.ndim - 1 and select is None:
             select = [0, 1, 2]
@@ -213,7 +271,8 @@ def prepare_input(
     elif convert == "repeat":
         if n_found != 1:
             raise InputError(
-                f"'repeat' conversion needs a single-channel image, but it has {n_found} channels."
+                f"The conversion {conversion_name(convert)} needs a single-channel image, but it "
+                f"has {n_found} channels."
             )
         if model_channels > 1:
             notes.append(f"The single channel is repeated to the model's {model_channels} channels.")
@@ -224,8 +283,8 @@ def prepare_input(
         else:
             found = "1 channel" if n_found == 1 else f"{n_found} channels{where}"
             hint = (
-                "choose the conversion 'repeat'" if n_found == 1
-                else "choose the conversion 'gray' or pick one channel"
+                f"choose the conversion {conversion_name('repeat')}" if n_found == 1
+                else f"choose the conversion {conversion_name('gray')} or pick one channel"
                 if model_channels == 1
                 else "pick the channel axis, or use a model for this image"
             )
@@ -245,6 +304,23 @@ def prepare_input(
         model_channels=model_channels,
         notes=notes,
     )
+
+
+def hematoxylin(chw: np.ndarray, model_channels: int = 1) -> np.ndarray:
+    """The hematoxylin stain of an RGB ``(3, H, W)`` slice, as ``(model_channels, H, W)`` float32.
+
+    scikit-image's colour deconvolution (:func:`skimage.color.rgb2hed`, the
+    Ruifrok-Johnston stain vectors) separates hematoxylin (nuclei), eosin and
+    DAB; the hematoxylin optical density is high in nuclei and about zero in
+    the bright background, the polarity of a fluorescence nuclear stain.
+    """
+    from skimage.color import rgb2hed
+
+    rgb = np.moveaxis(np.asarray(chw), 0, -1)
+    if rgb.dtype.kind == "f" and float(np.nanmax(rgb)) > 1.0:
+        rgb = rgb / float(np.nanmax(rgb))  # rgb2hed expects floats in [0, 1]
+    h = rgb2hed(rgb)[..., 0].astype(np.float32)
+    return np.broadcast_to(h[None], (model_channels, *h.shape))
 
 
 @dataclass
@@ -271,6 +347,15 @@ class NormStats:
     fill: np.ndarray
     clip: tuple[float, float] | None
     warnings: list[str] = field(default_factory=list)
+    median: np.ndarray | None = None
+
+    def looks_inverted(self) -> bool:
+        """True when most of the slice is brighter than the middle of its range in every channel.
+
+        For a model trained on bright objects on a dark background (fluorescence),
+        such an image (brightfield, histology, a negative) is probably inverted.
+        """
+        return self.median is not None and bool(np.all(self.median > INVERTED_MEDIAN))
 
 
 def _finite_sample(channel: np.ndarray) -> np.ndarray:
@@ -307,6 +392,7 @@ def compute_stats(chw: np.ndarray, norm: Normalization) -> NormStats:
     offset = np.zeros(n, dtype=np.float64)
     scale = np.ones(n, dtype=np.float64)
     fill = np.zeros(n, dtype=np.float64)
+    median = np.zeros(n, dtype=np.float64)
     warnings: list[str] = []
     for c in range(n):
         sample = _finite_sample(chw[c])
@@ -330,6 +416,8 @@ def compute_stats(chw: np.ndarray, norm: Normalization) -> NormStats:
                     lo, span = vmin, 1.0
             offset[c], scale[c] = lo, span
         fill[c] = (lo - offset[c]) / scale[c]
+        if norm.kind == "percentile":
+            median[c] = (float(np.median(sample)) - offset[c]) / scale[c]
         if n_bad:
             warnings.append(
                 f"{n_bad} NaN/Inf pixel(s) in channel {c} were replaced by the background level."
@@ -338,7 +426,8 @@ def compute_stats(chw: np.ndarray, norm: Normalization) -> NormStats:
     if clip is not None:
         fill = np.clip(fill, *clip)
     # float64, so that statistics of float64 images beyond float32's range stay finite.
-    return NormStats(offset, scale, fill, clip, warnings)
+    return NormStats(offset, scale, fill, clip, warnings,
+                     median if norm.kind == "percentile" else None)
 
 
 def apply_stats(tile: np.ndarray, stats: NormStats) -> None:

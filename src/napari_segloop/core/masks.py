@@ -1,14 +1,35 @@
-"""Thresholds and post-processing of probability maps.
+"""From probabilities to the mask the user sees: the one foreground rule and post-processing.
 
-The one rule used everywhere in the product (GUI, CLI, metrics): a pixel is
-foreground where ``probability > threshold``.
+The rule used everywhere in the product (GUI, CLI, metrics, training): a
+pixel is foreground where ``probability > threshold``, compared in the map's
+precision. :class:`PostProcess` (stored in every bundle) then removes small
+objects, fills holes, splits touching objects and numbers instances;
+:func:`make_mask` applies both, and every overlay, metric and file the
+product writes describes its result.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from napari_segloop.core.bundle import PostProcess
+
+@dataclass
+class PostProcess:
+    """Post-processing applied after thresholding (``--threshold auto``).
+
+    ``split_touching`` separates touching objects with a distance-transform
+    watershed (absent from older ``segloop.json`` files: False).
+    """
+
+    min_size: int = 0
+    fill_holes: bool = False
+    instances: bool = False
+    split_touching: bool = False
+
+
+
 
 
 def apply_threshold(prob: np.ndarray, threshold: float, out: np.ndarray | None = None) -> np.ndarray:
@@ -126,3 +147,26 @@ def postprocess(mask: np.ndarray, pp: PostProcess) -> np.ndarray:
     else:
         out = np.stack(results)
     return out.reshape(mask.shape)
+
+
+def make_mask(prob: np.ndarray, threshold: float, pp: PostProcess | None = None) -> np.ndarray:
+    """The mask the user sees: ``prob > threshold``, then ``pp`` (when given).
+
+    Parameters
+    ----------
+    prob : ndarray of float
+        Probability map, 2-D or a stack.
+    threshold : float
+        Foreground where ``prob > threshold``.
+    pp : PostProcess, optional
+        Post-processing; None (or nothing switched on) keeps the raw mask.
+
+    Returns
+    -------
+    ndarray
+        uint8 0/1, or int32 instance ids when ``pp.instances`` is set.
+    """
+    mask = apply_threshold(prob, threshold)
+    if pp is None or not (pp.min_size or pp.fill_holes or pp.instances or pp.split_touching):
+        return mask
+    return postprocess(mask, pp)

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: Network input sizes must be multiples of this (five 2x downsamplings).
+#: The usual network input multiple (five 2x downsamplings); a model's own multiple comes
+#: from the model registry (:func:`napari_segloop.core.models.registry.input_multiple`).
 MULTIPLE = 32
 
 
@@ -75,7 +76,7 @@ class TileGrid:
     height, width : int
         Image plane size.
     tile_h, tile_w : int
-        Network input size (multiples of 32; smaller than the requested tile
+        Network input size (multiples of the model's input multiple; smaller than the requested tile
         for small images).
     ys, xs : tuple of int
         Tile origins along each axis.
@@ -89,12 +90,17 @@ class TileGrid:
     xs: tuple[int, ...]
 
     @classmethod
-    def build(cls, height: int, width: int, tile: int, overlap: float) -> TileGrid:
-        """Plan tiles of (at most) ``tile`` pixels with ``overlap`` for an image plane."""
-        if tile < MULTIPLE or tile % MULTIPLE:
-            raise ValueError(f"tile size {tile} must be a positive multiple of {MULTIPLE}")
-        tile_h = min(tile, round_up(height))
-        tile_w = min(tile, round_up(width))
+    def build(cls, height: int, width: int, tile: int, overlap: float,
+              multiple: int = MULTIPLE) -> TileGrid:
+        """Plan tiles of (at most) ``tile`` pixels with ``overlap`` for an image plane.
+
+        ``multiple`` is the network's input multiple: tiles (and the padded
+        tile of an image smaller than ``tile``) are multiples of it.
+        """
+        if multiple < 1 or tile < multiple or tile % multiple:
+            raise ValueError(f"tile size {tile} must be a positive multiple of {multiple}")
+        tile_h = min(tile, round_up(height, multiple))
+        tile_w = min(tile, round_up(width, multiple))
         return cls(
             height=height,
             width=width,

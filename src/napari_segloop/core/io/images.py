@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_segloop.core.atomic import atomic_path
 from napari_segloop.core.errors import InputError
+from napari_segloop.core.io.atomic import atomic_path
 
 READ_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".npy")
 WRITE_SUFFIXES = (".tif", ".tiff", ".png", ".npy")

@@ -1,4 +1,4 @@
-"""The ``segloop`` command that repeats what a dock just did, for scripts and clusters."""
+"""The `segloop` command line that repeats what a dock just did, for scripts and clusters (no Qt)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from napari_segloop.core.bundle import ModelBundle
-    from napari_segloop.core.inference import PredictOptions
+    from napari_segloop.core.inference.predict import PredictOptions
 
 #: Shown instead of an image path when the layer was not opened from a file.
 IMAGE_PLACEHOLDER = "IMAGE.tif"

@@ -9,7 +9,7 @@ is returned, so no half-written result can reach a layer or a file.
 
 Memory: besides the output, one float32 normalised copy of the current 2-D
 slice and one batch of tiles are held. Blending weights are separable (see
-:mod:`napari_segloop.core.tiling`), so no weight image is allocated.
+:mod:`napari_segloop.core.inference.tiling`), so no weight image is allocated.
 
 Out of memory on a GPU: the cache is freed and the slice retried with half the
 batch, then half the tile size (down to 64 px), then on the CPU, each step
@@ -20,47 +20,30 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from napari_segloop.core.bundle import ModelBundle
-from napari_segloop.core.devices import autocast_dtype, empty_cache, resolve_device
+from napari_segloop.core.bundle.model import ModelBundle
 from napari_segloop.core.errors import InputError, SegloopError
-from napari_segloop.core.normalize import (
+from napari_segloop.core.events import Event, Notice, Progress, run_to_end
+from napari_segloop.core.inference.devices import autocast_dtype, empty_cache, resolve_device
+from napari_segloop.core.inference.normalize import (
     NormStats,
     apply_stats,
     compute_stats,
+    conversion_name,
     normalize_slice,
     prepare_input,
 )
-from napari_segloop.core.tiling import MULTIPLE, TileGrid
+from napari_segloop.core.inference.tiling import TileGrid
+from napari_segloop.core.models.registry import probabilities
 
 MIN_TILE = 64
 _FLOAT32_SAFE = 1e30
-
-
-@dataclass
-class Progress:
-    """Progress of a long operation: ``done`` of ``total`` steps."""
-
-    done: int
-    total: int
-    message: str = ""
-
-
-@dataclass
-class Notice:
-    """Something the user should be told (shown as a notification or on stderr)."""
-
-    text: str
-    level: str = "info"
-
-
-Event = Progress | Notice
 
 
 @dataclass
@@ -90,7 +73,7 @@ class PredictOptions:
         Channel axis of the image.
     rgb : bool, optional
         napari's ``layer.rgb``.
-    convert : {"none", "gray", "repeat"}
+    convert : {"none", "gray", "repeat", "invert", "hematoxylin"}
         Explicit channel conversion.
     channel : int, optional
         Use only this channel.
@@ -113,8 +96,10 @@ class PredictOptions:
         s = bundle.settings
         tile = int(self.tile_size if self.tile_size is not None else s.tile_size)
         overlap = float(self.overlap if self.overlap is not None else s.overlap)
-        if tile < MULTIPLE or tile % MULTIPLE:
-            raise InputError(f"Tile size must be a positive multiple of {MULTIPLE}; got {tile}.")
+        multiple = bundle.input_multiple
+        if tile < multiple or tile % multiple:
+            raise InputError(f"Tile size must be a positive multiple of {multiple} for this model; "
+                             f"got {tile}.")
         if not 0 <= overlap <= 0.9:
             raise InputError(f"Overlap must be between 0 and 0.9; got {overlap}.")
         if self.batch_size is not None and self.batch_size < 1:
@@ -142,6 +127,18 @@ class PredictOptions:
         return factor
 
 
+def inverted_warning(stats: NormStats) -> str:
+    """The warning for an image that looks inverted for a model of bright objects."""
+    share = float(np.min(stats.median)) if stats.median is not None else 0.5
+    return (
+        "The image looks inverted for this model: most of it is brighter than the middle of its "
+        f"intensity range (median at {share:.0%}), but the model was trained on bright objects on a "
+        f"dark background. For dark objects on a bright background choose the conversion "
+        f"{conversion_name('invert')}; for H&E or IHC colour images choose "
+        f"{conversion_name('hematoxylin')}."
+    )
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
     """True for CUDA/MPS/CPU out-of-memory errors raised by torch."""
     oom = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
@@ -161,8 +158,8 @@ def _resize_chw(chw: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 class _Plan:
     """Mutable device/tile/batch settings, degraded step by step on out-of-memory."""
 
-    def __init__(self, device: torch.device, tile: int, batch: int):
-        self.device, self.tile, self.batch = device, tile, batch
+    def __init__(self, device: torch.device, tile: int, batch: int, multiple: int):
+        self.device, self.tile, self.batch, self.multiple = device, tile, batch, multiple
         self.first_tile, self.first_batch = tile, batch
 
     def degrade(self) -> str | None:
@@ -170,8 +167,8 @@ class _Plan:
         if self.batch > 1:
             self.batch = max(1, self.batch // 2)
             return f"batch size {self.batch}"
-        if self.tile > MIN_TILE:
-            self.tile = max(MIN_TILE, (self.tile // 2) // MULTIPLE * MULTIPLE)
+        if self.tile > max(MIN_TILE, self.multiple):
+            self.tile = max(MIN_TILE, (self.tile // 2) // self.multiple * self.multiple)
             return f"tile size {self.tile}"
         if self.device.type != "cpu":
             self.device = torch.device("cpu")
@@ -195,7 +192,7 @@ def _forward_plane(
     ``source`` holds raw values normalised tile by tile with ``stats``, or
     values already normalised when ``stats`` is None.
     """
-    grid = TileGrid.build(source.shape[1], source.shape[2], plan.tile, overlap)
+    grid = TileGrid.build(source.shape[1], source.shape[2], plan.tile, overlap, plan.multiple)
     wy, wx = grid.windows()
     vh, vw = grid.valid()
     device = plan.device
@@ -225,7 +222,8 @@ def _forward_plane(
             device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None
         ):
             logits = model(batch)
-        probs = torch.sigmoid(logits[:, 0, :vh, :vw].float())
+        # The registry's head: sigmoid for one output channel, softmax for several.
+        probs = probabilities(logits)[:, 0, :vh, :vw]
         if not bool(torch.isfinite(probs).all()):
             raise SegloopError(
                 "The model produced NaN/Inf outputs; its weights may be corrupt."
@@ -257,7 +255,7 @@ def predict(
         The model and its settings.
     image : array-like
         2-D, RGB(A), multichannel or stacked image (see
-        :mod:`napari_segloop.core.normalize` for the layout rules).
+        :mod:`napari_segloop.core.inference.normalize` for the layout rules).
     options : PredictOptions, optional
         Device, tiling, scale and channel options.
     slice_index : tuple of int, optional
@@ -280,6 +278,11 @@ def predict(
     InputError
         For images that do not fit the model.
     """
+    if bundle.classes != 1:
+        raise InputError(
+            f"This model has {bundle.classes} output classes; only binary models (one output "
+            "channel) can predict for now."
+        )
     opts = (options or PredictOptions()).resolved(bundle)
     prepared = prepare_input(
         image, bundle.in_channels, opts.channel_axis, opts.rgb, opts.convert, opts.channel
@@ -306,13 +309,13 @@ def predict(
     for text in choice.notices:
         yield Notice(text, "warning")
     batch = opts.batch_size or (1 if choice.device.type == "cpu" else 8)
-    plan = _Plan(choice.device, int(opts.tile_size), int(batch))
+    plan = _Plan(choice.device, int(opts.tile_size), int(batch), bundle.input_multiple)
     factor = float(opts.scale)
     h, w = prepared.spatial_shape
     sh, sw = (max(1, round(h * factor)), max(1, round(w * factor))) if factor != 1 else (h, w)
     if factor != 1:
         yield Notice(f"Image resized by {factor:g} for the model ({h}x{w} -> {sh}x{sw}).")
-    tiles_per_slice = len(TileGrid.build(sh, sw, plan.tile, float(opts.overlap)))
+    tiles_per_slice = len(TileGrid.build(sh, sw, plan.tile, float(opts.overlap), plan.multiple))
     progress = [0, tiles_per_slice * n_slices]
     yield Progress(0, progress[1], "starting")
 
@@ -326,6 +329,10 @@ def predict(
             if text not in warned:
                 warned.add(text)
                 yield Notice(text if not index else f"Slice {index}: {text}", "warning")
+        if (bundle.settings.object_polarity == "bright" and opts.convert not in ("invert", "hematoxylin")
+                and "inverted" not in warned and stats.looks_inverted()):
+            warned.add("inverted")
+            yield Notice(inverted_warning(stats), "warning")
         if factor != 1:
             # Resizing needs the whole normalised slice; without it, tiles are normalised one by one.
             source = _resize_chw(normalize_slice(raw, bundle.settings.normalization)[0], (sh, sw))
@@ -357,7 +364,7 @@ def predict(
                 remaining = n_slices - done_slices
                 progress[0] = slice_start
                 progress[1] = slice_start + remaining * len(
-                    TileGrid.build(sh, sw, plan.tile, float(opts.overlap))
+                    TileGrid.build(sh, sw, plan.tile, float(opts.overlap), plan.multiple)
                 )
                 yield Progress(progress[0], progress[1], "retrying")
         if factor != 1:
@@ -365,20 +372,6 @@ def predict(
             np.clip(target, 0.0, 1.0, out=target)
         del source
     return out
-
-
-def run_to_end(
-    gen: Generator[Event, None, np.ndarray],
-    on_event: Callable[[Event], None] | None = None,
-) -> np.ndarray:
-    """Drive a :func:`predict` generator to its end and return its result."""
-    while True:
-        try:
-            event = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if on_event is not None:
-            on_event(event)
 
 
 def predict_array(bundle: ModelBundle, image: Any, **options: Any) -> np.ndarray:

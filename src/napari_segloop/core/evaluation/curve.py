@@ -18,33 +18,23 @@ Thresholds are compared in float32 (``np.float32(t)``), the precision of
 probability maps: this is what ``np.greater(prob, t)`` does with a Python
 float in NumPy 2, so every result here equals ``np.count_nonzero(prob > t)``.
 
-Also here: :func:`otsu_threshold` (no ground truth needed), and reading or
-saving the threshold and post-processing stored in a model bundle
-(:func:`read_bundle_settings`, :func:`set_bundle_threshold`).
+Also here: :func:`otsu_threshold` (no ground truth needed). Reading or saving
+the threshold stored in a bundle is bundle I/O
+(:mod:`napari_segloop.core.bundle.folder`).
 """
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 import threading
-import time
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from napari_segloop.core.atomic import atomic_path
-from napari_segloop.core.errors import InputError, ModelLoadError
-from napari_segloop.core.metrics import (
-    PixelMetrics,
-    as_probability,
-    check_region,
-    check_truth,
-    truth_foreground,
-)
+from napari_segloop.core.errors import InputError
+from napari_segloop.core.evaluation.checks import as_probability, check_region, check_truth, truth_foreground
+from napari_segloop.core.evaluation.results import PixelMetrics
 
 __all__ = [
     "BEST_METRICS",
@@ -53,8 +43,6 @@ __all__ = [
     "CurveData",
     "ThresholdCurve",
     "otsu_threshold",
-    "read_bundle_settings",
-    "set_bundle_threshold",
 ]
 
 #: Default number of slider positions over [0, 1] (a step of 0.001).
@@ -201,7 +189,7 @@ class ThresholdCurve:
     Raises
     ------
     InputError
-        Invalid inputs (see :func:`napari_segloop.core.metrics.evaluate`), NaN
+        Invalid inputs (see :func:`napari_segloop.core.evaluation.evaluate`), NaN
         probabilities, an empty region, fewer than 2 steps.
 
     Notes
@@ -482,124 +470,3 @@ def otsu_threshold(prob: Any, region: Any = None, nbins: int = 256) -> float:
     region_arr = check_region(region, arr.shape)
     values = arr[region_arr] if region_arr is not None else arr
     return float(threshold_otsu(values, nbins=int(nbins)))
-
-
-# ---------------------------------------------------------------------- bundle threshold
-
-
-def _settings_path(bundle_path: str | os.PathLike) -> Path:
-    from napari_segloop.core.bundle import SETTINGS_FILE, default_model_path
-
-    if str(bundle_path) == "default":
-        return default_model_path() / SETTINGS_FILE
-    return Path(bundle_path) / SETTINGS_FILE
-
-
-def read_bundle_settings(bundle_path: str | os.PathLike):
-    """Read the settings (threshold, post-processing, ...) of a bundle without loading the network.
-
-    Parameters
-    ----------
-    bundle_path : path or "default"
-        A bundle folder, or ``"default"`` for the built-in model.
-
-    Returns
-    -------
-    BundleSettings
-        Defaults when a model folder has no ``segloop.json``.
-
-    Raises
-    ------
-    ModelLoadError
-        If it is not a bundle folder or its settings file is invalid.
-    """
-    from napari_segloop.core.bundle import CONFIG_FILE, BundleSettings, _read_json
-
-    path = _settings_path(bundle_path)
-    folder = path.parent
-    if str(bundle_path) == "default" and not folder.is_dir():
-        raise ModelLoadError(f"The built-in default model is missing from this installation ({folder}); "
-                             "reinstall napari-segloop or give a bundle folder.")
-    if not folder.is_dir():
-        raise ModelLoadError(f"{bundle_path} is not a model bundle folder (threshold settings are "
-                             "stored in bundles only).")
-    if not path.is_file():
-        if (folder / CONFIG_FILE).is_file():
-            return BundleSettings()
-        raise ModelLoadError(f"{folder} is not a model bundle: {path.name} is missing.")
-    return BundleSettings.from_json(_read_json(path), str(path))
-
-
-def set_bundle_threshold(bundle_path: str | os.PathLike, threshold: float, postprocess: Any = None):
-    """Store a threshold (and post-processing) in a bundle's ``segloop.json``, atomically.
-
-    The file is rewritten through a temporary file and a rename, so an
-    interrupted save leaves the previous file intact. Other settings and
-    unknown keys are kept; the change is appended to the provenance history.
-    ``segloop predict --threshold auto`` then reproduces what the GUI showed.
-
-    Parameters
-    ----------
-    bundle_path : path
-        The bundle folder (the built-in default model is read-only).
-    threshold : float
-        In [0, 1]; foreground where probability > threshold.
-    postprocess : PostProcess, optional
-        New post-processing; None keeps the stored one.
-
-    Returns
-    -------
-    BundleSettings
-        The settings now stored (assign them to the loaded bundle too).
-
-    Raises
-    ------
-    ModelLoadError
-        Not a bundle, the default model, invalid values, or the file cannot be written.
-    """
-    from napari_segloop.core.bundle import (
-        CONFIG_FILE,
-        FORMAT_VERSION,
-        BundleSettings,
-        PostProcess,
-        _read_json,
-        default_model_path,
-    )
-
-    path = _settings_path(bundle_path)
-    folder = path.parent
-    if str(bundle_path) == "default" or (
-        folder.exists() and folder.resolve() == default_model_path().resolve()
-    ):
-        raise ModelLoadError("The built-in default model is read-only: save it as a bundle of your "
-                             "own first, then store the threshold there.")
-    if not folder.is_dir() or not (folder / CONFIG_FILE).is_file():
-        raise ModelLoadError(f"{folder} is not a model bundle folder ({CONFIG_FILE} is missing).")
-    threshold = float(threshold)
-    if not 0.0 <= threshold <= 1.0:
-        raise ModelLoadError(f"The threshold {threshold:g} is outside [0, 1].")
-    raw: dict[str, Any] = _read_json(path) if path.is_file() else BundleSettings().to_json()
-    settings = BundleSettings.from_json(raw, str(path))
-    pp = settings.postprocess if postprocess is None else postprocess
-    if not isinstance(pp, PostProcess):
-        raise ModelLoadError("postprocess must be a PostProcess.")
-    settings = replace(settings, threshold=threshold, postprocess=pp)
-    settings.validate(str(path))
-    new = settings.to_json()
-    prov = dict(raw.get("provenance") or {})
-    history = list(prov.get("history") or [])
-    history.append({"event": "threshold", "threshold": threshold,
-                    "postprocess": new["postprocess"], "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-    prov["history"] = history
-    new["provenance"] = prov
-    # Keep keys this version does not know (newer minor versions), overwrite the rest.
-    merged = {**raw, **new, "format_version": max(int(raw.get("format_version", 1)), FORMAT_VERSION)}
-    try:
-        with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(merged, fh, indent=2)
-            fh.flush()
-            os.fsync(fh.fileno())
-    except OSError as exc:
-        raise ModelLoadError(f"Could not save the threshold to {path}: {exc.strerror or exc}") from exc
-    settings.provenance = prov
-    return settings

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
-from napari.layers import Image
 
-from napari_segloop.widgets.layer_combo import LayerComboBox
+from napari_segloop.widgets.pickers import LayerChoice, is_user_image
 
 
 def test_combo_lists_new_and_renamed_layers(make_napari_viewer):
     viewer = make_napari_viewer()
-    combo = LayerComboBox(viewer, Image)
+    combo = LayerChoice(viewer, is_user_image)
     layer = viewer.add_image(np.zeros((8, 8)), name="cells")
     assert combo.currentText() == "cells"
     layer.name = "nuclei"
@@ -21,7 +20,7 @@ def test_combo_lists_new_and_renamed_layers(make_napari_viewer):
 def test_destroyed_combo_no_longer_listens_to_the_viewer(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((8, 8)), name="a")
-    combo = LayerComboBox(viewer, Image)
+    combo = LayerChoice(viewer, is_user_image)
     n_before = len(viewer.layers.events.inserted.callbacks)
     with qtbot.waitSignal(combo.destroyed):
         combo.deleteLater()

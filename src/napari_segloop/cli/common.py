@@ -1,0 +1,90 @@
+"""What every ``segloop`` command shares: exit codes, one-line messages, argument types, model loading."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def err(message: str) -> None:
+    """Print ``segloop: error: message`` on stderr."""
+    print(f"segloop: error: {message}", file=sys.stderr)
+
+
+def note(message: str) -> None:
+    """Print ``segloop: note: message`` on stderr."""
+    print(f"segloop: note: {message}", file=sys.stderr)
+
+
+def say(notice: Any, prefix: str = "") -> None:
+    """Print a core :class:`~napari_segloop.core.events.Notice` as an error or a note."""
+    text = f"{prefix}{notice.text}"
+    (err if notice.level == "error" else note)(text)
+
+
+def threshold_arg(text: str) -> float | str:
+    """``--threshold`` of ``predict``: a number in [0, 1] or ``auto``."""
+    if text == "auto":
+        return "auto"
+    return unit_interval(text, "must be a number in [0, 1] or 'auto'")
+
+
+def evaluate_threshold_arg(text: str) -> float | str:
+    """``--threshold`` of ``evaluate``: a number in [0, 1], ``otsu`` or ``auto``."""
+    if text in ("auto", "otsu"):
+        return text
+    return unit_interval(text, "must be a number in [0, 1], 'otsu' or 'auto'")
+
+
+def unit_interval(text: str, what: str) -> float:
+    """Parse a number in [0, 1] or raise an argparse error saying ``what``."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(what) from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError("must be in [0, 1]")
+    return value
+
+
+def channel_axis_arg(text: str) -> int | str | None:
+    """``--channel-axis``: auto, none or an integer."""
+    if text in ("auto", "none"):
+        return None if text == "none" else "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be auto, none or an integer axis") from None
+
+
+def threads_arg(text: str) -> int | str:
+    """``--threads``: ``auto`` or a positive number of CPU threads."""
+    if text == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be 'auto' or a number of threads") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """The options that describe a plain state dict (bundles do not need them)."""
+    p.add_argument("--arch", default=None,
+                   help="architecture of a plain state dict (e.g. Unet); not needed for bundles")
+    p.add_argument("--encoder", default=None,
+                   help="encoder of a plain state dict (e.g. resnet18)")
+    p.add_argument("--in-channels", type=int, default=1,
+                   help="input channels of a plain state dict (default 1)")
+
+
+def load_model(args: argparse.Namespace) -> Any:
+    """Load ``args.model`` (with the state-dict options)."""
+    from napari_segloop.core.bundle import load_model as core_load
+
+    return core_load(args.model, args.arch, args.encoder, args.in_channels)

@@ -1,0 +1,137 @@
+"""``segloop evaluate``: Dice/IoU/objects against ground truth, a wrapper over
+:func:`napari_segloop.core.evaluation.batch.evaluate_files`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from napari_segloop.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    err,
+    evaluate_threshold_arg,
+    say,
+)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register the ``evaluate`` command."""
+    p = sub.add_parser(
+        "evaluate", help="compare predictions with ground truth (Dice, IoU, objects)",
+        description="Compare probability maps or masks with ground-truth masks or instance labels: "
+                    "pixel metrics (TP, FP, FN, TN, Dice, IoU, precision, recall, accuracy) and "
+                    "object metrics (objects matched at IoU > 0.5). Foreground is probability > T.",
+    )
+    p.add_argument("--prediction", "-p", required=True, metavar="PRED",
+                   help="a probability map (float) or mask/label file, or a folder of them")
+    p.add_argument("--truth", "-t", required=True, metavar="TRUTH",
+                   help="a ground-truth mask or instance-label file (not float), or a folder of them")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--threshold", type=evaluate_threshold_arg, default=None, metavar="T",
+                     help="foreground where probability > T: a number in [0, 1], 'otsu', or 'auto' "
+                          "(the threshold and post-processing stored in --model); default 0.5")
+    how.add_argument("--best-threshold", action="store_true",
+                     help="use the exact threshold that maximises Dice (one threshold for all pairs)")
+    p.add_argument("--model", "-m", default="default",
+                   help="bundle whose stored threshold --threshold auto uses (default: default)")
+    p.add_argument("--region", metavar="MASK", default=None,
+                   help="evaluate only where this mask file is non-zero (same shape as the "
+                        "predictions, or one slice of them)")
+    p.add_argument("--min-size", type=int, default=None, metavar="N",
+                   help="post-processing: remove objects smaller than N pixels")
+    p.add_argument("--fill-holes", action="store_true", help="post-processing: fill holes")
+    p.add_argument("--split-touching", action="store_true",
+                   help="post-processing: split touching objects (distance-transform watershed)")
+    p.add_argument("--pair-by", choices=("stem", "order"), default="stem",
+                   help="pair files of two folders by name (default; suffixes such as _probability, "
+                        "_mask, _labels, _gt are ignored) or by sorted order")
+    p.add_argument("--per-slice", action="store_true", help="also one row per slice of stacks")
+    p.add_argument("--no-objects", action="store_true", help="skip the object metrics (faster)")
+    p.add_argument("--json", action="store_true",
+                   help="print JSON: one object for one pair, else {rows, summary, errors}")
+    p.add_argument("--csv", metavar="FILE", default=None, help="also write the rows to a CSV file")
+
+
+def _fmt(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def _print_table(report, per_slice: bool) -> None:
+    rows, summary, single, best = report.rows, report.summary, report.single, report.best
+    cols = ("name", "slice", "threshold", "dice", "iou", "precision", "recall", "accuracy",
+            "object_f1")
+    if not per_slice:
+        cols = tuple(c for c in cols if c != "slice")
+    table = [[_fmt(r.get(c)) for c in cols] for r in rows]
+    if not single:
+        table.append([_fmt(summary.get(c) if c != "name" else "all pairs") for c in cols])
+    widths = [max(len(c), *(len(line[i]) for line in table)) for i, c in enumerate(cols)]
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
+    for line in table:
+        print("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)))
+    if best is not None:
+        print(f"best threshold {best.threshold!r} (Dice {best.score:.4f}"
+              f"{' over all pairs' if not single else ''})")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``segloop evaluate``."""
+    from napari_segloop.core.errors import SegloopError
+    from napari_segloop.core.evaluation.batch import evaluate_files
+    from napari_segloop.core.evaluation.report import write_metrics_csv
+    from napari_segloop.core.events import Notice, run_to_end
+    from napari_segloop.core.io.images import read_image
+
+    pred_arg, truth_arg = Path(args.prediction), Path(args.truth)
+    for path in (pred_arg, truth_arg):
+        if not path.exists():
+            err(f"{path}: file not found.")
+            return EXIT_FAILED
+    if pred_arg.is_dir() != truth_arg.is_dir():
+        err("give two files or two folders for --prediction and --truth.")
+        return EXIT_USAGE
+    if args.min_size is not None and args.min_size < 0:
+        err("--min-size must be >= 0.")
+        return EXIT_USAGE
+    threshold = "best" if args.best_threshold else args.threshold
+    try:
+        region = read_image(args.region) if args.region is not None else None
+        report = run_to_end(
+            evaluate_files(pred_arg, truth_arg, threshold=threshold, model=args.model, region=region,
+                           min_size=args.min_size, fill_holes=args.fill_holes,
+                           split_touching=args.split_touching, pair_by=args.pair_by,
+                           per_slice=args.per_slice, objects=not args.no_objects),
+            lambda e: say(e) if isinstance(e, Notice) else None,
+        )
+    except SegloopError as exc:
+        err(str(exc))
+        return EXIT_FAILED
+
+    if args.csv:
+        try:
+            write_metrics_csv(args.csv, report.rows + report.failures
+                              + ([report.summary] if not report.single else []))
+        except SegloopError as exc:
+            err(str(exc))
+            return EXIT_FAILED
+    if args.json:
+        if report.single and not args.per_slice:
+            if report.rows:
+                print(json.dumps(report.rows[0], allow_nan=False))
+        else:
+            print(json.dumps({"rows": report.rows, "summary": report.summary,
+                              "errors": report.failures}, allow_nan=False))
+    elif report.rows:
+        _print_table(report, args.per_slice)
+    if report.failures:
+        if not report.single:
+            err(f"{len(report.failures)} pair(s) failed.")
+        return EXIT_FAILED
+    return EXIT_OK

@@ -1,0 +1,173 @@
+"""``segloop predict``: probability maps or masks for image files, a wrapper over
+:func:`napari_segloop.core.inference.files.predict_file`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from napari_segloop.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    add_model_args,
+    channel_axis_arg,
+    err,
+    load_model,
+    note,
+    threads_arg,
+    threshold_arg,
+)
+
+#: The explicit channel conversions (same names as the Predict dock's combo box).
+CONVERSIONS = ("none", "gray", "repeat", "invert", "hematoxylin")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register the ``predict`` command."""
+    p = sub.add_parser("predict", help="predict probability maps or masks for images",
+                       description="Predict probability maps (float32 TIFF) or masks for images.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image files (TIFF, PNG, JPEG, BMP, NPY) or folders of them")
+    p.add_argument("--model", "-m", default="default",
+                   help="'default', a bundle folder, or a state dict file (default: default)")
+    p.add_argument("--output", "-o", required=True,
+                   help="output file for one input, or a folder for several")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    p.add_argument("--threads", type=threads_arg, default="auto",
+                   help="CPU threads for torch: 'auto' (all cores but one, at most 8) or a number")
+    p.add_argument("--tile", type=int, default=None, help="tile size, a multiple of 32")
+    p.add_argument("--overlap", type=float, default=None, help="tile overlap fraction (0-0.9)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="tiles per forward pass (default: 1 on the CPU, 8 on a GPU)")
+    p.add_argument("--scale", type=float, default=None,
+                   help="resize factor applied before the model (output resized back)")
+    p.add_argument("--object-size", type=float, default=None,
+                   help="typical object diameter in pixels in these images")
+    p.add_argument("--threshold", type=threshold_arg, default=None,
+                   help="write a uint8 mask (probability > T), or 'auto' for the model's "
+                        "stored threshold and post-processing")
+    p.add_argument("--channel-axis", type=channel_axis_arg, default="auto",
+                   help="channel axis of the images: auto, none or an integer")
+    p.add_argument("--convert", choices=CONVERSIONS, default="none",
+                   help="explicit conversion when the image and model differ: gray (average "
+                        "to gray), repeat (gray to every channel), invert (dark objects on a "
+                        "bright background), hematoxylin (nuclei of H&E/IHC colour images)")
+    p.add_argument("--channel", type=int, default=None, help="use only this channel")
+    p.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    add_model_args(p)
+
+
+def output_paths(
+    inputs: list[Path], output: Path, suffix: str, kind: str, as_folder: bool = False
+) -> list[Path]:
+    """One output path per input: ``output`` itself for one file, else ``<stem>_<kind><suffix>`` in it."""
+    if len(inputs) == 1 and not (output.is_dir() or as_folder):
+        return [output]
+    output.mkdir(parents=True, exist_ok=True)
+    seen: dict[str, int] = {}
+    paths = []
+    for p in inputs:
+        stem = f"{p.stem}_{kind}"
+        n = seen.get(stem, 0)
+        seen[stem] = n + 1
+        paths.append(output / f"{stem}{'' if n == 0 else f'_{n + 1}'}{suffix}")
+    return paths
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``segloop predict``."""
+    from tqdm import tqdm
+
+    from napari_segloop.core.errors import InputError, SegloopError
+    from napari_segloop.core.events import Notice, Progress
+    from napari_segloop.core.inference.devices import resolve_device
+    from napari_segloop.core.inference.files import predict_file
+    from napari_segloop.core.inference.predict import PredictOptions
+    from napari_segloop.core.inference.threads import apply_threads
+    from napari_segloop.core.io.images import expand_inputs
+
+    files, skipped = expand_inputs(args.inputs)
+    for text in skipped:
+        note(text)
+    if not files:
+        err("no input images found.")
+        return EXIT_FAILED
+    output = Path(args.output)
+    # Path() drops a trailing slash, which says "a folder" (created if needed).
+    as_folder = args.output.endswith(("/", os.sep))
+    if len(files) > 1 and output.exists() and not output.is_dir():
+        err(f"{output}: several inputs need an output folder, but this is a file.")
+        return EXIT_USAGE
+    if len(files) == 1 and not output.is_dir() and not output.suffix and not as_folder:
+        err(f"{output}: give a file name with .tif or .npy, or an existing folder.")
+        return EXIT_USAGE
+    apply_threads(args.threads)
+    try:
+        bundle = load_model(args)
+    except SegloopError as exc:
+        err(str(exc))
+        return EXIT_FAILED
+    options = PredictOptions(
+        device=args.device, tile_size=args.tile, overlap=args.overlap,
+        batch_size=args.batch_size, scale=args.scale, object_size=args.object_size,
+        amp=not args.no_amp, channel_axis=args.channel_axis, convert=args.convert,
+        channel=args.channel,
+    )
+    try:
+        options.resolved(bundle)
+        # Resolve the device once: a bad name is a usage error, a fallback is told once.
+        choice = resolve_device(args.device)
+    except SegloopError as exc:
+        err(str(exc))
+        return EXIT_USAGE
+    for text in choice.notices:
+        note(text)
+    options.device = str(choice.device)
+    kind = "probability" if args.threshold is None else "mask"
+    try:
+        targets = output_paths(files, output, ".tif", kind, as_folder)
+    except OSError as exc:
+        err(f"{output}: cannot create the output folder ({exc.strerror or exc}).")
+        return EXIT_FAILED
+
+    failed = 0
+    inputs = {f.resolve() for f in files}  # never overwrite a user's file that is still to be read
+    for src, dst in zip(files, targets, strict=True):
+        # disable=None: no progress bar when stderr is not a terminal (logs, pipes).
+        bar = tqdm(total=None, desc=src.name, unit="tile", disable=True if args.quiet else None,
+                   file=sys.stderr, leave=False)
+
+        def show(event: object, bar=bar, src=src) -> None:
+            if isinstance(event, Progress):
+                bar.total = event.total
+                bar.n = event.done
+                bar.refresh()
+            elif isinstance(event, Notice):
+                bar.clear()
+                note(f"{src.name}: {event.text}")
+
+        try:
+            if dst.resolve() in inputs:
+                raise InputError(f"{src}: the output {dst} would overwrite an input; choose another output.")
+            from napari_segloop.core.events import run_to_end
+
+            run_to_end(predict_file(bundle, src, dst, options, args.threshold), show)
+            if not args.quiet:
+                print(f"{src} -> {dst}", file=sys.stderr)
+        except SegloopError as exc:
+            failed += 1
+            msg = str(exc)
+            err(msg if msg.startswith(str(src)) else f"{src}: {msg}")
+        except MemoryError:
+            failed += 1
+            err(f"{src}: not enough memory for this image.")
+        finally:
+            bar.close()
+    if failed:
+        err(f"{failed} of {len(files)} input(s) failed.")
+        return EXIT_FAILED
+    return EXIT_OK

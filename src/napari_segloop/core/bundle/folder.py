@@ -1,0 +1,463 @@
+"""Bundle folders on disk: save (atomically, never silently over another bundle), load, and settings updates.
+
+A bundle is a folder::
+
+    my-model/
+      config.json         the architecture (registry name + init kwargs)
+      model.safetensors   the weights (float32, or float16 to save space)
+      segloop.json        channels, normalisation, scale, tiling, threshold,
+                          post-processing and provenance
+      README.md           model card written by smp (informational only)
+
+Loading never touches the network (the network is rebuilt from the registry
+with no pretrained weights, then filled from the file) and never executes code
+from a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from napari_segloop.core.bundle.model import ModelBundle
+from napari_segloop.core.bundle.settings import (
+    CONFIG_FILE,
+    FORMAT_VERSION,
+    SETTINGS_FILE,
+    STATE_DICT_SUFFIXES,
+    WEIGHTS_FILE,
+    BundleSettings,
+)
+from napari_segloop.core.bundle.weights import _read_state_dict, _safetensors_load, load_weights
+from napari_segloop.core.errors import BundleExistsError, ModelLoadError
+from napari_segloop.core.io.atomic import atomic_path
+from napari_segloop.core.masks import PostProcess
+from napari_segloop.core.models.registry import build_model, create_model, write_model_files
+
+
+def _provenance_defaults() -> dict[str, Any]:
+    import numpy
+    import segmentation_models_pytorch as smp
+    import torch
+
+    from napari_segloop import __version__
+
+    return {
+        "segloop_version": __version__,
+        "torch_version": torch.__version__,
+        "smp_version": smp.__version__,
+        "numpy_version": numpy.__version__,
+        "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def save_bundle(
+    bundle: ModelBundle,
+    folder: str | os.PathLike,
+    dtype: str = "float32",
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Write a bundle folder atomically.
+
+    The bundle is written to a temporary sibling folder first and swapped in
+    with renames, so an interrupted or failed save never leaves a
+    half-written bundle and never destroys the previous one.
+
+    Parameters
+    ----------
+    bundle : ModelBundle
+        The model and settings to write.
+    folder : path
+        Destination folder (created; an existing one only with ``overwrite``).
+    dtype : {"float32", "float16"}
+        Storage precision of the weights. float16 halves the file; weights are
+        cast back to float32 when loaded.
+    overwrite : bool
+        Replace an existing bundle folder (atomically: the old one stays
+        intact until the new one is complete). Without it an existing path
+        is refused, so no bundle is ever overwritten silently.
+
+    Raises
+    ------
+    BundleExistsError
+        If ``folder`` exists and ``overwrite`` is False.
+    ModelLoadError
+        If the folder cannot be written (the message says why), or it is the
+        built-in default model.
+
+    Returns
+    -------
+    Path
+        The destination folder.
+    """
+    import copy
+
+    import torch
+    from safetensors import SafetensorError
+
+    folder = Path(folder)
+    if dtype not in ("float32", "float16"):
+        raise ValueError("dtype must be 'float32' or 'float16'")
+    if folder.exists() and folder.resolve() == default_model_path().resolve():
+        raise ModelLoadError("The built-in default model is read-only: save under another name.")
+    if folder.exists() and not overwrite:
+        raise BundleExistsError(f"{folder} already exists; choose another name or allow overwriting.")
+    if folder.exists() and not folder.is_dir():
+        raise ModelLoadError(f"{folder} is a file, not a bundle folder; choose another name.")
+    bundle.settings.validate("bundle settings")
+    parent = folder.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ModelLoadError(f"Could not save the model to {folder}: {exc.strerror or exc}") from exc
+    tmp = parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
+    old = parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
+    settings = copy.deepcopy(bundle.settings)
+    prov = _provenance_defaults()
+    prov.update({k: v for k, v in settings.provenance.items() if k not in ("saved_at",)})
+    prov["weights_dtype"] = dtype
+    settings.provenance = prov
+    try:
+        model = bundle.model
+        if dtype == "float16":
+            model = copy.deepcopy(model).to(dtype=torch.float16)
+        write_model_files(model, tmp)
+        with open(tmp / SETTINGS_FILE, "w", encoding="utf-8") as fh:
+            json.dump(settings.to_json(), fh, indent=2)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if folder.exists():
+            os.replace(folder, old)
+            try:
+                os.replace(tmp, folder)
+            except OSError:
+                os.replace(old, folder)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, folder)
+    except (OSError, SafetensorError) as exc:  # safetensors reports a full disk as SafetensorError
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ModelLoadError(f"Could not save the model to {folder}: {reason}") from exc
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    bundle.settings.provenance = prov
+    return folder
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"{path} is not readable JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"{path} must contain a JSON object.")
+    return data
+
+
+
+def load_bundle(path: str | os.PathLike) -> ModelBundle:
+    """Load a bundle folder (or a plain smp ``save_pretrained`` folder).
+
+    Parameters
+    ----------
+    path : path
+        The bundle folder.
+
+    Returns
+    -------
+    ModelBundle
+        With the model in eval mode on the CPU.
+
+    Raises
+    ------
+    ModelLoadError
+        If the folder is missing, incomplete, corrupt, or its weights do not
+        fit its architecture.
+    """
+    folder = Path(path)
+    if not folder.exists():
+        raise ModelLoadError(f"Model not found: {folder} does not exist.")
+    if not folder.is_dir():
+        raise ModelLoadError(f"{folder} is not a bundle folder.")
+    config_path = folder / CONFIG_FILE
+    weights_path = folder / WEIGHTS_FILE
+    if not config_path.is_file():
+        raise ModelLoadError(f"{folder} is not a model bundle: {CONFIG_FILE} is missing.")
+    if not weights_path.is_file():
+        raise ModelLoadError(f"{folder} is not a model bundle: {WEIGHTS_FILE} is missing.")
+    config = _read_json(config_path)
+    class_name = config.pop("_model_class", None)
+    if class_name is None:
+        raise ModelLoadError(f"{config_path} does not name a model class (_model_class).")
+    # Never download: build_model forces encoder_weights=None; the weights come from the file.
+    try:
+        model = build_model(class_name, config)
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"{config_path}: {exc}") from exc
+    load_weights(model, _safetensors_load(weights_path), str(weights_path))
+    model.eval()
+    settings_path = folder / SETTINGS_FILE
+    if settings_path.is_file():
+        settings = BundleSettings.from_json(_read_json(settings_path), str(settings_path))
+    else:
+        n = int(config.get("in_channels", 3))
+        settings = BundleSettings(channel_names=[f"channel {i}" for i in range(n)])
+    n_in = int(config.get("in_channels", 3))
+    if len(settings.channel_names) != n_in:
+        raise ModelLoadError(
+            f"{settings_path} names {len(settings.channel_names)} channels but the network "
+            f"expects {n_in}."
+        )
+    return ModelBundle(model=model, settings=settings, source=str(folder))
+
+
+
+def load_state_dict_model(
+    path: str | os.PathLike,
+    architecture: str,
+    encoder: str,
+    in_channels: int = 1,
+    classes: int = 1,
+    settings: BundleSettings | None = None,
+    **model_kwargs: Any,
+) -> ModelBundle:
+    """Load a plain PyTorch state dict into a freshly built smp model.
+
+    Parameters
+    ----------
+    path : path
+        A ``.pt``/``.pth``/``.ckpt``/``.bin`` file (read with
+        ``weights_only=True``) or a ``.safetensors`` file.
+    architecture, encoder, in_channels, classes, **model_kwargs
+        The architecture the weights were trained with.
+    settings : BundleSettings, optional
+        Settings to attach (defaults otherwise).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ModelLoadError(f"Model file not found: {p}.")
+    state = _read_state_dict(p)
+    bundle = create_model(architecture, encoder, in_channels, classes, None, settings, **model_kwargs)
+    load_weights(bundle.model, state, str(p))
+    bundle.model.eval()
+    bundle.source = str(p)
+    return bundle
+
+
+def default_model_path() -> Path:
+    """Folder of the built-in default model shipped in the package."""
+    return Path(__file__).resolve().parents[2] / "models" / "default"
+
+
+def load_model(
+    spec: str | os.PathLike,
+    architecture: str | None = None,
+    encoder: str | None = None,
+    in_channels: int = 1,
+    classes: int = 1,
+) -> ModelBundle:
+    """Load ``"default"``, a bundle folder, or a state dict file.
+
+    A state dict needs ``architecture`` and ``encoder``.
+    """
+    if str(spec) == "default":
+        path = default_model_path()
+        if not (path / WEIGHTS_FILE).is_file():
+            raise ModelLoadError(
+                "The built-in default model is missing from this installation "
+                f"({path}); reinstall napari-segloop."
+            )
+        bundle = load_bundle(path)
+        bundle.source = "default"
+        return bundle
+    p = Path(spec)
+    if not p.exists():
+        raise ModelLoadError(f"Model not found: {p} does not exist.")
+    if p.is_dir():
+        return load_bundle(p)
+    if p.suffix.lower() in STATE_DICT_SUFFIXES:
+        if not architecture or not encoder:
+            raise ModelLoadError(
+                f"{p} is a plain state dict: give the architecture and encoder it was "
+                "trained with (for example --arch Unet --encoder resnet18)."
+            )
+        return load_state_dict_model(p, architecture, encoder, in_channels, classes)
+    raise ModelLoadError(
+        f"{p} is neither a bundle folder nor a state dict file ({', '.join(STATE_DICT_SUFFIXES)})."
+    )
+
+
+# ----------------------------------------------------------------------------- settings updates
+
+
+def _settings_path(bundle_path: str | os.PathLike) -> Path:
+    if str(bundle_path) == "default":
+        return default_model_path() / SETTINGS_FILE
+    return Path(bundle_path) / SETTINGS_FILE
+
+
+def read_bundle_settings(bundle_path: str | os.PathLike):
+    """Read the settings (threshold, post-processing, ...) of a bundle without loading the network.
+
+    Parameters
+    ----------
+    bundle_path : path or "default"
+        A bundle folder, or ``"default"`` for the built-in model.
+
+    Returns
+    -------
+    BundleSettings
+        Defaults when a model folder has no ``segloop.json``.
+
+    Raises
+    ------
+    ModelLoadError
+        If it is not a bundle folder or its settings file is invalid.
+    """
+    path = _settings_path(bundle_path)
+    folder = path.parent
+    if str(bundle_path) == "default" and not folder.is_dir():
+        raise ModelLoadError(f"The built-in default model is missing from this installation ({folder}); "
+                             "reinstall napari-segloop or give a bundle folder.")
+    if not folder.is_dir():
+        raise ModelLoadError(f"{bundle_path} is not a model bundle folder (threshold settings are "
+                             "stored in bundles only).")
+    if not path.is_file():
+        if (folder / CONFIG_FILE).is_file():
+            return BundleSettings()
+        raise ModelLoadError(f"{folder} is not a model bundle: {path.name} is missing.")
+    return BundleSettings.from_json(_read_json(path), str(path))
+
+
+def set_bundle_threshold(bundle_path: str | os.PathLike, threshold: float, postprocess: Any = None):
+    """Store a threshold (and post-processing) in a bundle's ``segloop.json``, atomically.
+
+    The file is rewritten through a temporary file and a rename, so an
+    interrupted save leaves the previous file intact. Other settings and
+    unknown keys are kept; the change is appended to the provenance history.
+    ``segloop predict --threshold auto`` then reproduces what the GUI showed.
+
+    Parameters
+    ----------
+    bundle_path : path
+        The bundle folder (the built-in default model is read-only).
+    threshold : float
+        In [0, 1]; foreground where probability > threshold.
+    postprocess : PostProcess, optional
+        New post-processing; None keeps the stored one.
+
+    Returns
+    -------
+    BundleSettings
+        The settings now stored (assign them to the loaded bundle too).
+
+    Raises
+    ------
+    ModelLoadError
+        Not a bundle, the default model, invalid values, or the file cannot be written.
+    """
+    path = _settings_path(bundle_path)
+    folder = path.parent
+    if str(bundle_path) == "default" or (
+        folder.exists() and folder.resolve() == default_model_path().resolve()
+    ):
+        raise ModelLoadError("The built-in default model is read-only: save it as a bundle of your "
+                             "own first, then store the threshold there.")
+    if not folder.is_dir() or not (folder / CONFIG_FILE).is_file():
+        raise ModelLoadError(f"{folder} is not a model bundle folder ({CONFIG_FILE} is missing).")
+    threshold = float(threshold)
+    if not 0.0 <= threshold <= 1.0:
+        raise ModelLoadError(f"The threshold {threshold:g} is outside [0, 1].")
+    raw: dict[str, Any] = _read_json(path) if path.is_file() else BundleSettings().to_json()
+    settings = BundleSettings.from_json(raw, str(path))
+    pp = settings.postprocess if postprocess is None else postprocess
+    if not isinstance(pp, PostProcess):
+        raise ModelLoadError("postprocess must be a PostProcess.")
+    settings = replace(settings, threshold=threshold, postprocess=pp)
+    settings.validate(str(path))
+    new = settings.to_json()
+    prov = dict(raw.get("provenance") or {})
+    history = list(prov.get("history") or [])
+    history.append({"event": "threshold", "threshold": threshold,
+                    "postprocess": new["postprocess"], "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    prov["history"] = history
+    new["provenance"] = prov
+    # Keep keys this version does not know (newer minor versions), overwrite the rest.
+    merged = {**raw, **new, "format_version": max(int(raw.get("format_version", 1)), FORMAT_VERSION)}
+    try:
+        with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(merged, fh, indent=2)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        raise ModelLoadError(f"Could not save the threshold to {path}: {exc.strerror or exc}") from exc
+    settings.provenance = prov
+    return settings
+
+
+def save_bundle_as(
+    bundle: ModelBundle,
+    folder: str | os.PathLike,
+    *,
+    threshold: float | None = None,
+    postprocess: PostProcess | None = None,
+    overwrite: bool = False,
+    dtype: str | None = None,
+) -> ModelBundle:
+    """Save a loaded model (the default one, a new one, a loaded bundle) as a new bundle folder.
+
+    What ``Save model as...`` in the Model dock runs. The weights and settings
+    are copied; ``threshold`` and ``postprocess`` (the mask the user chose in
+    the Threshold dock) replace the stored ones, so that
+    ``segloop predict --model FOLDER --threshold auto`` gives that mask. The
+    history records where the model came from.
+
+    Parameters
+    ----------
+    bundle : ModelBundle
+        The model to save (not modified).
+    folder : path
+        The new bundle folder.
+    threshold, postprocess : optional
+        New default threshold and post-processing.
+    overwrite : bool
+        Replace an existing folder (the user said yes); otherwise refused.
+    dtype : {"float32", "float16"}, optional
+        Weight precision; default: the precision the weights were stored in
+        (float16 weights stay float16: saving them again is lossless).
+
+    Returns
+    -------
+    ModelBundle
+        The same network with the new settings and ``source`` = the folder.
+    """
+    import copy
+
+    settings = copy.deepcopy(bundle.settings)
+    if threshold is not None:
+        settings.threshold = float(threshold)
+    if postprocess is not None:
+        settings.postprocess = copy.deepcopy(postprocess)
+    settings.validate("the model's settings")
+    prov = dict(settings.provenance)
+    history = list(prov.get("history") or [])
+    history.append({"event": "saved as", "from": str(bundle.source), "threshold": settings.threshold,
+                    "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    prov["history"] = history
+    prov["parent"] = str(bundle.source)
+    settings.provenance = prov
+    if dtype is None:
+        dtype = "float16" if prov.get("weights_dtype") == "float16" else "float32"
+    new = ModelBundle(model=bundle.model, settings=settings, source=str(folder))
+    save_bundle(new, folder, dtype=dtype, overwrite=overwrite)
+    return new

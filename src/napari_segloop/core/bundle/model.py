@@ -1,0 +1,110 @@
+"""A loaded network with its settings: :class:`ModelBundle`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from napari_segloop.core.bundle.settings import BundleSettings
+
+
+@dataclass
+class ModelBundle:
+    """A loaded network with its settings.
+
+    Attributes
+    ----------
+    model : torch.nn.Module
+        An smp segmentation model in eval mode, on the CPU after loading.
+    settings : BundleSettings
+        Normalisation, scale, tiling, threshold and provenance.
+    source : str
+        Where it came from (a path, ``"default"`` or ``"new"``).
+    """
+
+    model: Any
+    settings: BundleSettings
+    source: str = "new"
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The smp init kwargs of the network."""
+        return dict(getattr(self.model, "config", {}) or {})
+
+    @property
+    def architecture(self) -> str:
+        """The registry name of the architecture, e.g. ``"Unet"``."""
+        from napari_segloop.core.models.registry import spec_name
+
+        return spec_name(self.model)
+
+    @property
+    def input_multiple(self) -> int:
+        """Input height and width must be multiples of this (from the model registry)."""
+        from napari_segloop.core.models.registry import input_multiple
+
+        return input_multiple(self.model)
+
+    @property
+    def encoder(self) -> str:
+        """The smp encoder name, e.g. ``"resnet18"`` or ``"tu-lcnet_050"``."""
+        return str(self.config.get("encoder_name", "?"))
+
+    @property
+    def in_channels(self) -> int:
+        """Number of input channels the network expects."""
+        return int(self.config.get("in_channels", 3))
+
+    @property
+    def classes(self) -> int:
+        """Number of output channels."""
+        return int(self.config.get("classes", 1))
+
+    def describe(self) -> dict[str, str]:
+        """Return an ordered, human-readable summary (``segloop info``, Model dock)."""
+        s = self.settings
+        n_params = sum(p.numel() for p in self.model.parameters())
+        norm = s.normalization
+        if norm.kind == "percentile":
+            norm_text = f"percentile {norm.low:g}-{norm.high:g} per channel"
+        else:
+            norm_text = f"fixed mean {norm.mean} std {norm.std}"
+        if s.object_size:
+            scale_text = f"objects about {s.object_size:g} px across (factor {s.scale_factor:g})"
+        else:
+            scale_text = f"factor {s.scale_factor:g}"
+        pp = s.postprocess
+        post = []
+        if pp.min_size:
+            post.append(f"remove < {pp.min_size} px")
+        if pp.fill_holes:
+            post.append("fill holes")
+        if pp.split_touching:
+            post.append("split touching objects")
+        if pp.instances:
+            post.append("instances")
+        info = {
+            "source": self.source,
+            "architecture": self.architecture,
+            "encoder": self.encoder,
+            "parameters": f"{n_params / 1e6:.2f} M",
+            "input channels": f"{self.in_channels} ({', '.join(s.channel_names)})",
+            "classes": str(self.classes),
+            "input multiple": f"{self.input_multiple} px",
+            "output": f"{s.output_kind} ({'sigmoid' if self.classes == 1 else 'softmax'})",
+            "normalization": norm_text,
+            "scale": scale_text,
+            "tiling": f"{s.tile_size} px tiles, overlap {s.overlap:g}",
+            "threshold": f"{s.threshold:g}",
+            "post-processing": ", ".join(post) or "none",
+        }
+        prov = s.provenance or {}
+        for key in ("note", "script", "seed", "commit", "segloop_version", "torch_version",
+                    "smp_version", "saved_at"):
+            if key in prov and prov[key] not in (None, ""):
+                info[key.replace("_", " ")] = str(prov[key])
+        history = prov.get("history")
+        if isinstance(history, list) and history:
+            info["training history"] = f"{len(history)} entries, last: {history[-1]}"
+        return info
+

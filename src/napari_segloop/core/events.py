@@ -1,0 +1,177 @@
+"""Typed messages of every long job (prediction, evaluation, training, uncertainty).
+
+A long job in the core is a generator: it *yields* these small, immutable
+messages and *returns* its result. The CLI drives it with :func:`run_to_end`
+(printing notices, moving a progress bar); the napari docks run it in a
+thread worker and receive the messages on the main thread. Nothing here knows
+about Qt or napari, and no message carries a widget.
+
+Messages
+    :class:`Progress`
+        ``done`` of ``total`` steps (tiles, batches, files).
+    :class:`Notice`
+        Something the user should be told (a fallback, a retry, odd input).
+    :class:`TrainStep`
+        One optimisation step of a training run: losses, learning rate, speed.
+    :class:`Validation`
+        Metrics on the held-out annotations after a step.
+    :class:`Snapshot`
+        Weights worth keeping (the best so far, or a periodic copy), so that a
+        stopped or crashed run never loses its last good model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+__all__ = [
+    "Event",
+    "Notice",
+    "Progress",
+    "Snapshot",
+    "TrainStep",
+    "Validation",
+    "run_to_end",
+]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Progress of a long operation: ``done`` of ``total`` steps.
+
+    Attributes
+    ----------
+    done, total : int
+        Steps done and expected (``total`` may grow, e.g. after a retry).
+    message : str
+        A short phase name ("starting", "retrying", ...), or empty.
+    """
+
+    done: int
+    total: int
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something the user should be told (a napari notification, or a line on stderr).
+
+    Attributes
+    ----------
+    text : str
+        One sentence meant for the user.
+    level : {"info", "warning", "error"}
+        How loud to say it.
+    """
+
+    text: str
+    level: Literal["info", "warning", "error"] = "info"
+
+
+@dataclass(frozen=True)
+class TrainStep:
+    """One optimisation step of a training run.
+
+    Attributes
+    ----------
+    step, total : int
+        The step just done (1-based) and the step budget (0 when the budget is
+        a time limit only).
+    loss : float
+        Training loss of the step (annotated pixels only).
+    lr : float
+        Learning rate used.
+    elapsed : float
+        Seconds since the run started.
+    samples_per_second : float
+        Patches per second over the last steps.
+    losses : dict of str to float
+        The loss terms (e.g. ``{"bce": ..., "dice": ..., "keep": ...}``).
+    """
+
+    step: int
+    total: int
+    loss: float
+    lr: float
+    elapsed: float
+    samples_per_second: float
+    losses: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Validation:
+    """Metrics on the held-out annotations.
+
+    Attributes
+    ----------
+    step : int
+        The training step after which they were measured.
+    loss : float
+        Validation loss.
+    dice : float
+        Validation Dice at the model's threshold.
+    best : bool
+        True when this is the best validation so far (its weights are kept).
+    metrics : dict of str to float
+        Further metrics (IoU, Dice of the starting model, ...).
+    """
+
+    step: int
+    loss: float
+    dice: float
+    best: bool = False
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Weights worth keeping, taken at ``step``.
+
+    Attributes
+    ----------
+    step : int
+        The training step of the weights.
+    state_dict : dict
+        A CPU copy of the model's state dict (never the live tensors).
+    reason : {"best", "periodic", "final"}
+        Why it was taken.
+    """
+
+    step: int
+    state_dict: dict[str, Any]
+    reason: Literal["best", "periodic", "final"] = "periodic"
+
+
+#: Any message a long job yields.
+Event = Progress | Notice | TrainStep | Validation | Snapshot
+
+
+def run_to_end(
+    gen: Generator[Any, None, T],
+    on_event: Callable[[Any], None] | None = None,
+) -> T:
+    """Drive a job generator to its end and return its result.
+
+    Parameters
+    ----------
+    gen : generator
+        A core job: yields :data:`Event` messages, returns its result.
+    on_event : callable, optional
+        Called with every yielded message (in the caller's thread).
+
+    Returns
+    -------
+    object
+        What the generator returned.
+    """
+    while True:
+        try:
+            event = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if on_event is not None:
+            on_event(event)

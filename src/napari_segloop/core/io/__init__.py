@@ -1,0 +1,1 @@
+"""Files: reading and writing images (:mod:`.images`) and atomic writes (:mod:`.atomic`)."""
