@@ -594,3 +594,29 @@ def test_disk_full_while_writing_weights_keeps_the_previous_bundle(
     assert loaded.settings.threshold == 0.5
     assert torch.equal(_outputs(bundle.model), _outputs(loaded.model))
     assert _siblings(target) == []
+
+
+def test_pickle_payload_is_refused_without_suggesting_the_unsafe_loader(tmp_path):
+    """torch's own message advises weights_only=False; segloop must never pass that on."""
+    import pickle
+
+    path = tmp_path / "weights.pt"
+    with open(path, "wb") as fh:  # protocol 4 with a set: refused by torch's safe reader
+        pickle.dump({"w": {1, 2}}, fh, protocol=4)
+    with pytest.raises(ModelLoadError) as info:
+        load_state_dict_model(path, "Unet", "resnet18")
+    text = str(info.value)
+    assert "not a readable PyTorch weights file" in text
+    assert "weights_only" not in text and "will likely succeed" not in text
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("ran",))
+
+    torch.save({"w": torch.zeros(1), "x": Payload()}, path)
+    with pytest.raises(ModelLoadError) as info:
+        load_state_dict_model(path, "Unet", "resnet18")
+    text = str(info.value)
+    assert "Refused to load" in text and "state_dict" in text
+    assert str(path) in text
+    assert "weights_only" not in text and "will likely succeed" not in text

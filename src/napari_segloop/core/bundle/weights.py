@@ -71,9 +71,14 @@ def _safetensors_load(path: Path) -> dict[str, Any]:
 
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+def _unpickler_reason(text: str) -> str:
+    """The reason in torch's loader message, without its advice to turn the safe reader off."""
+    found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\s*\n|$)", text, re.S)
+    if found:
+        return " ".join(found.group(1).split())
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    lines = [line for line in lines if "weights_only" not in line and "file an issue" not in line]
+    return lines[0] if lines else ""
 
 
 def _read_state_dict(path: Path) -> dict[str, Any]:
@@ -84,21 +89,26 @@ def _read_state_dict(path: Path) -> dict[str, Any]:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        # torch refuses any global (class or function) that is not a tensor type; other
-        # unpickling errors mean a damaged file.
-        found = re.search(r"GLOBAL (\S+)", str(exc))
-        if found is None and "global" not in str(exc).lower():
+        # torch's safe reader refused the file: it holds a global (class or function) other than
+        # tensor types, or pickle instructions it does not allow. Either way the file is unsafe
+        # to open with a full unpickler, so torch's advice (retry with weights_only=False) is
+        # never passed on.
+        text = str(exc)
+        found = re.search(r"GLOBAL (\S+)", text)
+        if found is None and "global" not in text.lower():  # no object payload: a damaged file
             raise ModelLoadError(
-                f"{path} is not a readable PyTorch weights file: {_first_line(exc)}"
+                f"{path} is not a readable PyTorch weights file: {_unpickler_reason(text)}"
             ) from exc
-        what = f" ({found.group(1)})" if found else ""
         raise ModelLoadError(
-            f"Refused to load {path}: it contains Python objects other than tensors{what}, and "
-            "napari-segloop never executes code from a model file. Save a plain state dict "
-            "(torch.save(model.state_dict(), ...)) or a bundle."
+            f"Refused to load {path}: it contains Python objects other than tensors "
+            f"({found.group(1) if found else 'a global'}); opening it fully could run code hidden "
+            "in it, and napari-segloop never executes code from a model file. Where the model was "
+            "made, save its weights as a state dict (torch.save(model.state_dict(), 'weights.pt')) "
+            "or as safetensors, or save a segloop bundle."
         ) from exc
     except Exception as exc:  # a damaged file can fail anywhere in the reader (even IndexError)
-        raise ModelLoadError(f"{path} is not a readable PyTorch weights file: {_first_line(exc)}") from exc
+        reason = _unpickler_reason(str(exc)) or type(exc).__name__
+        raise ModelLoadError(f"{path} is not a readable PyTorch weights file: {reason}") from exc
     if isinstance(obj, Mapping):
         for key in ("state_dict", "model_state_dict", "model"):
             if key in obj and isinstance(obj[key], Mapping):
