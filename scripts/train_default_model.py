@@ -74,26 +74,6 @@ def uncommitted_sources() -> list[str]:
     return [line[3:] for line in out.stdout.splitlines() if line.strip()]
 
 
-def percentile_normalize(image: np.ndarray, stats_from: np.ndarray | None = None) -> np.ndarray:
-    """Map the 1 and 99.8 percentiles to 0 and 1 (unclipped), as the product does.
-
-    Parameters
-    ----------
-    image : numpy.ndarray
-        Raw intensities.
-    stats_from : numpy.ndarray, optional
-        Image whose percentiles are used (default: ``image``).
-
-    Returns
-    -------
-    numpy.ndarray
-        float32 normalised image (not yet clipped).
-    """
-    ref = image if stats_from is None else stats_from
-    lo, hi = np.percentile(ref, [NORM_LOW, NORM_HIGH])
-    return ((image - lo) / max(float(hi - lo), 1e-6)).astype(np.float32)
-
-
 def touching_border(labels: np.ndarray) -> np.ndarray:
     """Pixels of an object that have a different object among their 8 neighbours.
 
@@ -221,51 +201,36 @@ def _fit(a: np.ndarray, n: int) -> np.ndarray:
     return a
 
 
-def object_f1(binary: np.ndarray, labels: np.ndarray) -> float:
-    """F1 of 4-connected components of ``binary`` matched to ``labels`` at IoU > 0.5."""
-    from skimage.measure import label
-
-    pred = label(binary, connectivity=1).ravel()
-    true = labels.ravel().astype(np.int64)
-    n_p, n_t = int(pred.max()), int(true.max())
-    if n_p == 0 and n_t == 0:
-        return 1.0
-    overlap = np.bincount(true * (n_p + 1) + pred, minlength=(n_t + 1) * (n_p + 1))
-    overlap = overlap.reshape(n_t + 1, n_p + 1)
-    inter = overlap[1:, 1:].astype(float)
-    union = overlap.sum(1)[1:, None] + overlap.sum(0)[None, 1:] - inter
-    tp = int((inter > 0.5 * union).sum())
-    return 2 * tp / (n_p + n_t)
-
-
 def evaluate(
     model: Any, images: np.ndarray, labels: np.ndarray, thresholds: list[float]
 ) -> dict[float, dict[str, float]]:
-    """Dice (against the full foreground) and object F1 on the validation set.
+    """Dice (pooled over the validation set) and mean object F1, with the product's own code.
 
-    Images are normalised as a whole, like the product does at inference.
+    Images are normalised by the core (:func:`normalize_slice`, the inference path) and
+    scored by :func:`napari_segloop.core.evaluation.evaluate` (objects matched at IoU > 0.5).
     """
     import torch
 
+    from napari_segloop.core.bundle import Normalization
+    from napari_segloop.core.evaluation import evaluate as score
+    from napari_segloop.core.inference.normalize import normalize_slice
+
+    norm = Normalization(kind="percentile", low=NORM_LOW, high=NORM_HIGH, clip=True,
+                         clip_min=CLIP_MIN, clip_max=CLIP_MAX)
     model.eval()
-    sums = {t: {"dice_i": 0.0, "dice_s": 0.0, "f1": 0.0} for t in thresholds}
+    pixels: dict[float, Any] = dict.fromkeys(thresholds)
+    f1 = dict.fromkeys(thresholds, 0.0)
     with torch.inference_mode():
         for img, lab in zip(images, labels, strict=True):
-            x = np.clip(percentile_normalize(img), CLIP_MIN, CLIP_MAX)
-            prob = torch.sigmoid(model(torch.from_numpy(x)[None, None]))[0, 0].numpy()
-            fg = lab > 0
+            x, _ = normalize_slice(img[None], norm)
+            prob = torch.sigmoid(model(torch.from_numpy(x)[None]))[0, 0].numpy()
             for t in thresholds:
-                pred = prob > t
-                inter = int((pred & fg).sum())
-                sums[t]["dice_i"] += 2 * inter
-                sums[t]["dice_s"] += int(pred.sum()) + int(fg.sum())
-                sums[t]["f1"] += object_f1(pred, lab)
+                ev = score(prob, lab, t)
+                pixels[t] = ev.pixel if pixels[t] is None else pixels[t] + ev.pixel
+                f1[t] += ev.objects.f1
     model.train()
     n = len(images)
-    return {
-        t: {"dice": s["dice_i"] / max(s["dice_s"], 1), "object_f1": s["f1"] / n}
-        for t, s in sums.items()
-    }
+    return {t: {"dice": pixels[t].dice, "object_f1": f1[t] / n} for t in thresholds}
 
 
 def main(argv: list[str] | None = None) -> int:

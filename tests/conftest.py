@@ -4,6 +4,20 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 # Must be set before huggingface_hub is imported anywhere: tests download nothing.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TORCH_NUM_THREADS", "2")
+
+
+@pytest.fixture
+def no_gpu(monkeypatch):
+    """Make this machine look like one without CUDA or MPS (the tests then pass on GPU machines too)."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None:
+        monkeypatch.setattr(mps, "is_available", lambda: False)

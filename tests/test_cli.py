@@ -418,9 +418,7 @@ def test_installed_console_script(model_dir, images, tmp_path):
     assert mask.dtype == np.uint8 and mask.shape == (45, 67)
 
 
-def test_unavailable_gpu_is_a_single_note_and_the_cpu_is_used(capsys, model_dir, images, tmp_path):
-    if torch.cuda.is_available():  # pragma: no cover - GPU machines
-        pytest.skip("a GPU is present")
+def test_unavailable_gpu_is_a_single_note_and_the_cpu_is_used(capsys, model_dir, images, tmp_path, no_gpu):
     code, _, err = run(capsys, "predict", images["a"], images["b"], "-m", model_dir, "-o", tmp_path / "o",
                        "--device", "cuda")
     assert code == EXIT_OK, err

@@ -497,7 +497,8 @@ def test_loading_never_touches_the_network(saved, bundle, tmp_path, no_network):
 
 
 @pytest.mark.filterwarnings("ignore:For 'tu-'")
-def test_imagenet_weights_offline_fail_fast_with_guidance(no_network, monkeypatch):
+def test_imagenet_weights_offline_fail_without_trying_the_network(no_network, monkeypatch):
+    """Offline, no connection (and so no network timeout) is even tried before the guidance."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelLoadError) as info:
         create_model("Unet", "tu-lcnet_050", 1, 1, encoder_weights="imagenet", **TINY)

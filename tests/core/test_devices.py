@@ -35,7 +35,7 @@ def broken_cuda(monkeypatch):
     return attempts
 
 
-def test_auto_resolves_to_the_cpu_without_a_gpu():
+def test_auto_resolves_to_the_cpu_without_a_gpu(no_gpu):
     choice = resolve_device("auto")
     assert choice.device == torch.device("cpu")
     assert choice.notices == []
@@ -60,9 +60,7 @@ def test_unsupported_torch_device_type_is_a_device_error():
         resolve_device("meta")
 
 
-def test_absent_cuda_falls_back_to_the_cpu_with_a_notice():
-    if torch.cuda.is_available():  # pragma: no cover - GPU machines
-        pytest.skip("a GPU is present")
+def test_absent_cuda_falls_back_to_the_cpu_with_a_notice(no_gpu):
     choice = resolve_device("cuda")
     assert choice.device.type == "cpu"
     assert choice.requested == "cuda"

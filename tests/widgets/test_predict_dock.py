@@ -232,19 +232,39 @@ def test_equivalent_command_shown(docks, tiny_bundle, image_2d, qtbot, wait_job,
     assert QApplication.clipboard().text() == command
 
 
-def test_command_uses_layer_source_path(docks, tiny_bundle, image_2d, qtbot, wait_job, tmp_path):
+def test_equivalent_command_reproduces_the_layer(docks, tiny_bundle, image_2d, qtbot, wait_job, tmp_path,
+                                                monkeypatch):
+    """The command shown after a run, run as it is, writes the probability map the layer shows."""
+    import shlex
+
     import tifffile
 
+    from napari_segloop.cli import EXIT_OK, main
+    from napari_segloop.core.bundle import save_bundle
+
+    folder = save_bundle(tiny_bundle, tmp_path / "model")
     path = tmp_path / "cells.tif"
     tifffile.imwrite(path, image_2d)
-    viewer, _, dock = docks(tiny_bundle)
+    viewer, model_dock, dock = docks()
+    assert model_dock.load(str(folder))
+    wait_job(dock.session)
     (layer,) = viewer.open(str(path), plugin="napari")
     assert str(layer.source.path) == str(path)
     dock.image_combo.set_layer(layer)
-    _configure(dock)
+    _configure(dock, tile=64, overlap=0.3, batch=2)
+    dock.threads_spin.setValue(1)
     assert dock.run()
     wait_job(dock.session)
-    assert f"segloop predict {path} --model MODEL_FOLDER" in dock.command_edit.text()
+    (prob,) = _prob_layers(viewer)
+    command = dock.command_edit.text()
+    assert command.startswith(f"segloop predict {path} --model {folder}")
+    assert "--threads 1" in command
+    monkeypatch.chdir(tmp_path)  # the command's output is relative: cells_probability.tif
+    args = shlex.split(command)
+    assert args[0] == "segloop"
+    assert main([*args[1:], "--quiet"]) == EXIT_OK
+    written = tifffile.imread(tmp_path / "cells_probability.tif")
+    np.testing.assert_allclose(written, np.asarray(prob.data), rtol=0, atol=1e-6)
 
 
 def test_layer_combo_follows_layers(docks, tiny_bundle):

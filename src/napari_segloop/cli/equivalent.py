@@ -34,6 +34,7 @@ def predict_command(
     bundle: ModelBundle,
     options: PredictOptions,
     image_path: str | None,
+    threads: int | str = "auto",
 ) -> str:
     """Return the ``segloop predict`` command equivalent to a dock's run.
 
@@ -46,6 +47,8 @@ def predict_command(
         overlap and scale are written out explicitly.
     image_path : str, optional
         The image file (``layer.source.path``); a placeholder when None.
+    threads : int or "auto"
+        The CPU-thread setting (written out when it is not ``auto``).
 
     Returns
     -------
@@ -63,6 +66,8 @@ def predict_command(
         args += ["--convert", options.convert]
     if options.channel is not None:
         args += ["--channel", str(options.channel)]
+    if threads != "auto":
+        args += ["--threads", str(threads)]
     if not options.amp:
         args.append("--no-amp")
     return shlex.join(args)

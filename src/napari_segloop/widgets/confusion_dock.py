@@ -446,7 +446,7 @@ class ConfusionDock(QWidget):
             self._update_preview_limits()
             return
         self._preview_key = None
-        self.preview_runner.request(np.asarray(layer_array(self._pred)), np.asarray(layer_array(self._truth)),
+        self.preview_runner.request(layer_array(self._pred), layer_array(self._truth),
                                     self._region.mask)
         self._pending_preview_key = key
 
@@ -551,7 +551,7 @@ class ConfusionDock(QWidget):
             return
         if self._kind == "probability" and self._threshold is None:
             return
-        self.refresh_runner.request(np.asarray(layer_array(self._pred)), np.asarray(layer_array(self._truth)),
+        self.refresh_runner.request(layer_array(self._pred), layer_array(self._truth),
                                     self._threshold if self._kind == "probability" else None,
                                     self._region.mask, self._is_stack())
         self._refresh_key = self._inputs_key

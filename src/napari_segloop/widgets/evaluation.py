@@ -62,15 +62,32 @@ def format_value(value: Any, digits: int = 4) -> str:
 # ---------------------------------------------------------------------- workers
 
 
+def is_lazy_array(value: Any) -> bool:
+    """An array-like that is not in memory yet (a dask or zarr array, a napari layer's lazy data)."""
+    return (not isinstance(value, np.ndarray) and hasattr(value, "__array__")
+            and hasattr(value, "shape") and hasattr(value, "dtype"))
+
+
+def read_lazy(value: Any) -> Any:
+    """``np.asarray`` of a lazy array (call it in a worker thread); anything else unchanged."""
+    return np.asarray(value) if is_lazy_array(value) else value
+
+
 def _run(job: Callable[..., Generator[Any, None, Any]], args: tuple, kwargs: dict
          ) -> Generator[Any, None, Any]:
+    # This body runs in the worker thread: lazy layer data is read here, never on the GUI thread.
+    args = tuple(read_lazy(a) for a in args)
+    kwargs = {k: read_lazy(v) for k, v in kwargs.items()}
     return (yield from guarded(job(*args, **kwargs)))
 
 
 def start_worker(job: Callable[..., Generator[Any, None, Any]], *args: Any, **kwargs: Any) -> Any:
     """Create a napari worker running ``job(*args, **kwargs)`` (a generator function); not started.
 
-    User errors come back as :class:`~napari_segloop.widgets.jobs.JobFailed`.
+    User errors come back as :class:`~napari_segloop.widgets.jobs.JobFailed`. Lazy
+    arrays among the arguments (dask, zarr: what ``layer.data`` may be) are read
+    in the worker thread before ``job`` starts, so callers pass ``layer.data``
+    as it is and the GUI thread never waits for a large read.
     """
     from napari.qt.threading import create_worker
 
@@ -153,10 +170,18 @@ class LatestRunner(QObject):
 # ---------------------------------------------------------------------- curves
 
 
-def build_curve(prob: np.ndarray, truth: np.ndarray, region: np.ndarray | None
-                ) -> Generator[Any, None, ThresholdCurve]:
-    """Worker job: build a :class:`ThresholdCurve`, yield it, then sort it for exact queries."""
+def build_curve(prob: Any, truth: Any, region: np.ndarray | None,
+                index: tuple[int, ...] | None = None) -> Generator[Any, None, ThresholdCurve]:
+    """Worker job: build a :class:`ThresholdCurve`, yield it, then sort it for exact queries.
+
+    ``prob`` and ``truth`` are the layers' data (read in the worker); ``index``
+    selects one slice of a stack.
+    """
     yield None
+    if index is not None:
+        prob, truth = np.asarray(prob[index]), np.asarray(truth[index])
+        if region is not None and region.ndim > 2:
+            region = region[index]
     curve = ThresholdCurve(prob, truth, region, steps=SLIDER_STEPS)
     yield curve
     curve.prepare_exact()
@@ -272,13 +297,7 @@ class CurveStore:
                 return entry.failed
             entry.callbacks.append(callback)
             return None
-        prob = np.asarray(layer_array(prob_layer))
-        truth = np.asarray(layer_array(truth_layer))
-        mask = region.mask
-        if index is not None:
-            prob, truth = prob[index], truth[index]
-            if mask is not None and mask.ndim > 2:
-                mask = mask[index]
+        prob, truth = layer_array(prob_layer), layer_array(truth_layer)  # read in the worker
         entry = _Entry(weakref.ref(unwrap(prob_layer)), weakref.ref(unwrap(truth_layer)),
                        callbacks=[callback])
         self._entries[key] = entry
@@ -287,7 +306,7 @@ class CurveStore:
             if old.worker is not None:
                 old.worker.quit()
             del self._entries[old_key]
-        worker = start_worker(build_curve, prob, truth, mask)
+        worker = start_worker(build_curve, prob, truth, region.mask, index)
         entry.worker = worker
         worker.yielded.connect(lambda value: self._on_yielded(entry, value))
         worker.returned.connect(lambda value: self._on_returned(entry, value))
@@ -438,8 +457,8 @@ def truth_problem(truth_layer: Any, shape: tuple[int, ...]) -> str | None:
 def is_instance_labels(truth_layer: Any) -> bool:
     """True if a Labels layer holds more than one object id (read as foreground where non-zero)."""
     data = layer_array(truth_layer)
-    if np.dtype(data.dtype) == bool:
-        return False
+    if np.dtype(data.dtype) == bool or is_lazy_array(data):
+        return False  # only a note: never read a lazy layer on the GUI thread for it
     arr = np.asarray(data)
     return bool(arr.size) and int(arr.max(initial=0)) > 1
 

@@ -137,11 +137,13 @@ def read_input(
     slice_only: bool,
     probe: bool = False,
 ) -> PredictInput:
-    """Read the layer's data for a prediction.
+    """Describe the layer's data for a prediction, without reading it.
 
-    In "current slice" mode only that slice is read (a dask or zarr stack is
-    not loaded whole); otherwise ``np.asarray`` of the full-resolution data.
-    The returned options carry an explicit channel axis valid for ``data``.
+    ``data`` is the layer's full-resolution array, or in "current slice" mode
+    an index into it: for a dask or zarr layer it stays lazy, and
+    :func:`materialize` reads it in the worker thread, so that napari never
+    waits for a large read. The returned options carry an explicit channel
+    axis valid for ``data``.
     With ``probe=True`` nothing is read: ``data`` is a zero-cost stand-in of
     the same shape and dtype, enough for :func:`check_input`.
     """
@@ -154,13 +156,18 @@ def read_input(
         indexer: list[Any] = [slice(None)] * source.ndim
         for a, i in zip(lay.stack_axes, index, strict=True):
             indexer[a] = i
-        data = np.asarray(source[tuple(indexer)])
+        data = source[tuple(indexer)]
         if axis is not None:
             axis -= sum(1 for a in lay.stack_axes if a < axis)
     else:
         index = None
-        data = np.asarray(source)
+        data = source
     return PredictInput(data, replace(options, channel_axis=axis, rgb=rgb), lay, index)
+
+
+def materialize(data: Any) -> np.ndarray:
+    """Read lazy layer data (dask, zarr) into memory; call it in a worker, never on the GUI thread."""
+    return np.asarray(data)
 
 
 def check_input(inp: PredictInput, model_channels: int) -> None:

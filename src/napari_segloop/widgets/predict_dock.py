@@ -31,13 +31,14 @@ from qtpy.QtWidgets import (
 )
 from superqt import QCollapsible
 
+from napari_segloop.cli.equivalent import predict_command
 from napari_segloop.core import bundle as core_bundle
 from napari_segloop.core.errors import SegloopError
 from napari_segloop.core.events import Notice, Progress
 from napari_segloop.core.inference.normalize import CONVERSIONS as CORE_CONVERSIONS
 from napari_segloop.core.inference.predict import PredictOptions, predict
+from napari_segloop.core.inference.threads import apply_threads, available_cores, resolve_threads
 from napari_segloop.widgets import layer_io
-from napari_segloop.cli.equivalent import predict_command
 from napari_segloop.widgets.jobs import JobFailed, ModelReady, create_job_worker, notify, show_progress
 from napari_segloop.widgets.pickers import LayerChoice, is_user_image
 from napari_segloop.widgets.session import session_for, unwrap
@@ -49,9 +50,16 @@ CONVERSIONS = tuple((label, key, None) for key, label in CORE_CONVERSIONS.items(
 
 
 def predict_job(
-    bundle: Any, data: np.ndarray, options: PredictOptions
+    bundle: Any, data: Any, options: PredictOptions, threads: int | str = "auto"
 ) -> Generator[Any, None, np.ndarray]:
-    """The worker's generator: load the default model if needed, then predict."""
+    """The worker's generator: read the layer data, load the default model if needed, predict.
+
+    Runs in the worker thread: reading a lazy (dask, zarr) layer and the thread
+    policy (``threads``) happen here, never on napari's GUI thread.
+    """
+    apply_threads(threads)
+    yield Progress(0, 0, "reading the image")
+    data = layer_io.materialize(data)
     if bundle is None:
         yield Progress(0, 0, "loading the default model")
         bundle = core_bundle.load_model("default")
@@ -162,6 +170,15 @@ class PredictDock(QWidget):
         tiling_form.addRow("Tile size", self.tile_spin)
         tiling_form.addRow("Overlap", self.overlap_spin)
         tiling_form.addRow("Batch size", self.batch_spin)
+        self.threads_spin = QSpinBox()
+        self.threads_spin.setRange(0, max(1, available_cores()))
+        self.threads_spin.setSpecialValueText(f"auto ({resolve_threads('auto')})")
+        self.threads_spin.setToolTip(
+            "CPU threads torch may use. 'auto' leaves one core to napari and the rest of the "
+            "machine (on a busy CPU more threads can be many times slower; see "
+            "docs/performance.md). Same as `segloop predict --threads`."
+        )
+        tiling_form.addRow("CPU threads", self.threads_spin)
         self.tiling_section.addWidget(tiling)
         layout.addWidget(self.tiling_section)
 
@@ -205,10 +222,12 @@ class PredictDock(QWidget):
         overlap = s.overlap
         self.overlap_spin.setValue(self.overlap_spin.minimum() if overlap == MODEL_DEFAULT else overlap)
         self.batch_spin.setValue(s.batch_size)
+        self.threads_spin.setValue(min(s.threads, self.threads_spin.maximum()))
         self.device_combo.currentTextChanged.connect(self._device_chosen)
         self.tile_spin.valueChanged.connect(self._save_tiling)
         self.overlap_spin.valueChanged.connect(self._save_tiling)
         self.batch_spin.valueChanged.connect(self._save_tiling)
+        self.threads_spin.valueChanged.connect(self._save_tiling)
 
     def _device_chosen(self, device: str) -> None:
         self.settings.device = device
@@ -219,6 +238,12 @@ class PredictDock(QWidget):
         self.settings.tile_size = MODEL_DEFAULT if tile is None else tile
         self.settings.overlap = MODEL_DEFAULT if overlap is None else overlap
         self.settings.batch_size = self.batch_spin.value()
+        self.settings.threads = self.threads_spin.value()
+
+    def threads(self) -> int | str:
+        """The CPU-thread setting: ``"auto"`` or a number."""
+        value = self.threads_spin.value()
+        return "auto" if value == 0 else value
 
     def _connect_session(self) -> None:
         pairs = [
@@ -366,7 +391,7 @@ class PredictDock(QWidget):
             show_error(f"{layer.name}: {exc}")
             self.status.setText(str(exc))
             return False
-        worker = create_job_worker(predict_job, bundle, inp.data, inp.options,
+        worker = create_job_worker(predict_job, bundle, inp.data, inp.options, self.threads(),
                                    desc=f"segloop: predicting {layer.name}")
         source = getattr(layer, "source", None)
         path = getattr(source, "path", None)
@@ -435,7 +460,8 @@ class PredictDock(QWidget):
         out = layer_io.write_probability(self.viewer, self.session, image, result, state.inp)
         self.status.setText(f"Done: {out.name}.")
         try:
-            self.command_edit.setText(predict_command(state.bundle, state.options, state.image_path))
+            self.command_edit.setText(predict_command(state.bundle, state.options, state.image_path,
+                                                         threads=self.threads()))
             self.command_edit.setCursorPosition(0)
             self.command_edit.setToolTip(self.command_edit.text())
         except SegloopError:

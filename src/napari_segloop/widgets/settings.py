@@ -104,6 +104,16 @@ class UserSettings:
     def batch_size(self, value: int) -> None:
         self._set("predict/batch_size", int(value))
 
+    @property
+    def threads(self) -> int:
+        """torch CPU threads for jobs; 0 means the ``auto`` policy (all cores but one)."""
+        value = _to_int(self._get("predict/threads", 0), 0)
+        return value if 0 <= value <= 256 else 0
+
+    @threads.setter
+    def threads(self, value: int) -> None:
+        self._set("predict/threads", int(value))
+
     # -- model ---------------------------------------------------------------
     @property
     def last_model_path(self) -> str:

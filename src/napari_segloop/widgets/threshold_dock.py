@@ -453,7 +453,7 @@ class ThresholdDock(QWidget):
         self._pause.stop()
         if self._prob is None:
             return
-        self.mask_runner.request(np.asarray(layer_array(self._prob)), self._threshold, self.postprocess())
+        self.mask_runner.request(layer_array(self._prob), self._threshold, self.postprocess())
 
     def _apply_mask(self, result: Any) -> None:
         from napari.utils.notifications import show_error
@@ -622,7 +622,7 @@ class ThresholdDock(QWidget):
             self._report(str(exc))
             return
         self.status.setText("Computing Otsu's threshold…")
-        self.aux_runner.request(otsu_job, np.asarray(layer_array(self._prob)), region.mask)
+        self.aux_runner.request(otsu_job, layer_array(self._prob), region.mask)
 
     def _apply_aux(self, result: Any) -> None:
         if not self._alive or self._prob is None:
