@@ -32,8 +32,10 @@ def test_garbage_values_fall_back(tmp_path):
     store.setValue("predict/overlap", "7")
     store.setValue("predict/batch_size", "-3")
     store.setValue("model/in_channels", "1000")
+    store.setValue("predict/threads", "-2")
     s = UserSettings(store)
     assert (s.tile_size, s.overlap, s.batch_size, s.in_channels) == (MODEL_DEFAULT, MODEL_DEFAULT, 4, 1)
+    assert s.threads == 0  # auto
 
 
 def test_predict_dock_settings_persist(docks, make_napari_viewer):
@@ -44,6 +46,8 @@ def test_predict_dock_settings_persist(docks, make_napari_viewer):
     first.overlap_spin.setValue(0.4)
     first.batch_spin.setValue(3)
     first.device_combo.setCurrentText("cpu")
+    assert first.threads() == "auto"
+    first.threads_spin.setValue(1)
     first.scale_spin.setValue(2.0)  # a per-image choice: not remembered
 
     other = make_napari_viewer()
@@ -53,6 +57,7 @@ def test_predict_dock_settings_persist(docks, make_napari_viewer):
     assert abs(second.overlap_spin.value() - 0.4) < 1e-9
     assert second.batch_spin.value() == 3
     assert second.device_combo.currentText() == "cpu"
+    assert second.threads() == 1
     assert second.scale_spin.value() == 0  # "model default"
     assert second.options().scale is None
 
