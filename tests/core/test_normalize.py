@@ -266,3 +266,144 @@ def test_each_channel_is_normalised_separately():
     img = np.stack([np.linspace(0, 10, 400).reshape(20, 20), np.linspace(0, 5000, 400).reshape(20, 20)])
     out, _ = normalize_slice(img, Normalization(low=0, high=100))
     np.testing.assert_allclose(out[0], out[1], atol=1e-6)
+
+
+# ---------------------------------------------------------------- invert, hematoxylin, polarity
+
+
+def _nuclei_he(shape=(64, 64), seed=0):
+    """A small H&E-like uint8 RGB image (pink eosin, purple hematoxylin nuclei) and its labels."""
+    from skimage.color import hed2rgb
+
+    from napari_segloop.core.synthetic import make_nuclei
+
+    _, labels = make_nuclei(shape, seed=seed)
+    nuclei = labels > 0
+    hed = np.zeros((*shape, 3))
+    hed[..., 0] = np.where(nuclei, 0.1, 0.005)  # hematoxylin: nuclei
+    hed[..., 1] = np.where(nuclei, 0.015, 0.03)  # eosin: everything, less in nuclei
+    rgb = hed2rgb(hed) + np.random.default_rng(seed).normal(0, 0.01, (*shape, 3))
+    return (np.clip(rgb, 0, 1) * 255).astype(np.uint8), labels
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_invert_normalises_dark_objects_like_the_positive_image(make_blobs, dtype):
+    positive = make_blobs((64, 80))
+    positive = (positive - positive.min()) / (positive.max() - positive.min())
+    top = {np.uint8: 255, np.uint16: 60000, np.float32: 1.0}[dtype]
+    positive = (positive * top).astype(dtype)
+    negative = (top - positive).astype(dtype)  # dark objects on a bright background
+    p = prepare_input(negative, 1, convert="invert")
+    assert any("inverted" in n for n in p.notes)
+    chw = p.slice_chw(())
+    assert chw.shape == (1, 64, 80) and chw.dtype == np.float32
+    expected = normalize_slice(positive[None], PCT)[0]
+    # -(top - x) = x - top: a shift, which percentile normalisation removes.
+    np.testing.assert_allclose(normalize_slice(chw, PCT)[0], expected, atol=1e-5)
+    assert expected[0][positive > np.percentile(positive, 90)].mean() > 0.8  # the objects are bright
+
+
+def test_invert_reverses_the_order_of_intensities():
+    """With symmetric percentiles (low = 100 - high), norm(invert(x)) = 1 - norm(x) exactly."""
+    x = np.random.default_rng(0).gamma(2.0, 10.0, (50, 60)).astype(np.float32)
+    symmetric = Normalization(low=2.0, high=98.0)
+    inverted = normalize_slice(prepare_input(x, 1, convert="invert").slice_chw(()), symmetric)[0][0]
+    direct = normalize_slice(x[None], symmetric)[0][0]
+    np.testing.assert_allclose(inverted, 1.0 - direct, atol=1e-5)
+    order = np.argsort(x.ravel(), kind="stable")
+    assert np.all(np.diff(inverted.ravel()[order]) <= 1e-6), "brightest pixels become the darkest"
+
+
+def test_invert_of_an_rgb_image_averages_to_gray_with_a_note():
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 255, (20, 30, 3), dtype=np.uint8)
+    p = prepare_input(rgb, 1, convert="invert")
+    chw = p.slice_chw(())
+    assert chw.shape == (1, 20, 30)
+    np.testing.assert_allclose(chw[0], -rgb.astype(np.float32).mean(axis=-1), rtol=1e-6)
+    assert "3 channels averaged to gray, then inverted." in p.notes
+    rgba = np.concatenate([rgb, np.zeros((20, 30, 1), np.uint8)], axis=-1)
+    p = prepare_input(rgba, 1, convert="invert")
+    np.testing.assert_allclose(p.slice_chw(())[0], -rgb.astype(np.float32).mean(axis=-1), rtol=1e-6)
+    assert any("Alpha" in n for n in p.notes)
+
+
+def test_hematoxylin_makes_one_channel_with_bright_nuclei():
+    rgb, labels = _nuclei_he()
+    nuclei = labels > 0
+    gray = rgb.astype(np.float32).mean(axis=-1)
+    assert gray[nuclei].mean() < gray[~nuclei].mean(), "the test image has dark nuclei"
+    p = prepare_input(rgb, 1, convert="hematoxylin")
+    assert any("hematoxylin" in n for n in p.notes)
+    chw = p.slice_chw(())
+    assert chw.shape == (1, 64, 64) and chw.dtype == np.float32
+    h = chw[0]
+    assert h[nuclei].mean() > h[~nuclei].mean() + 5 * h[~nuclei].std()
+    # Nearly every nucleus pixel is brighter than nearly every background pixel.
+    assert np.percentile(h[nuclei], 5) > np.percentile(h[~nuclei], 95)
+    normalised = normalize_slice(chw, PCT)[0][0]
+    assert np.median(normalised[~nuclei]) < 0.2 and np.median(normalised[nuclei]) > 0.6
+    # A 3-channel model gets the stain repeated; RGBA loses its alpha; floats in [0, 255] work.
+    p3 = prepare_input(rgb, 3, convert="hematoxylin")
+    np.testing.assert_array_equal(p3.slice_chw(()), np.broadcast_to(h, (3, 64, 64)))
+    rgba = np.concatenate([rgb, np.full((64, 64, 1), 255, np.uint8)], axis=-1)
+    pa = prepare_input(rgba, 1, convert="hematoxylin")
+    assert any("Alpha" in n for n in pa.notes)
+    np.testing.assert_allclose(pa.slice_chw(())[0], h, atol=1e-6)
+    # Floats beyond 1 are scaled by their maximum (not 255): the same stain up to an offset.
+    pf = prepare_input(rgb.astype(np.float32), 1, convert="hematoxylin")
+    np.testing.assert_allclose(normalize_slice(pf.slice_chw(()), PCT)[0][0], normalised, atol=0.05)
+
+
+@pytest.mark.parametrize("shape", [(20, 30), (5, 20, 30)])
+def test_hematoxylin_needs_a_colour_image(shape):
+    with pytest.raises(InputError) as info:
+        prepare_input(np.zeros(shape, dtype=np.uint8), 1, convert="hematoxylin")
+    message = str(info.value)
+    assert "'hematoxylin (H&E / IHC colour images)' (--convert hematoxylin)" in message
+    assert "1 channel" in message and "RGB" in message
+
+
+def test_mismatch_messages_name_the_conversions_as_the_combo_box():
+    with pytest.raises(InputError) as info:
+        prepare_input(np.zeros((20, 30, 3), dtype=np.uint8), 1)
+    assert "'average to gray' (--convert gray)" in str(info.value)
+    with pytest.raises(InputError) as info:
+        prepare_input(np.zeros((20, 30), dtype=np.uint8), 3)
+    assert "'repeat to the model's channels' (--convert repeat)" in str(info.value)
+    with pytest.raises(InputError) as info:
+        prepare_input(np.zeros((20, 30, 3), dtype=np.uint8), 3, convert="gray")
+    assert "'average to gray' (--convert gray)" in str(info.value)
+
+
+def test_looks_inverted_for_a_bright_background_only():
+    from napari_segloop.core.inference.normalize import compute_stats
+    from napari_segloop.core.synthetic import make_nuclei
+
+    image, _ = make_nuclei((96, 96), seed=0)  # bright nuclei on a dark background
+    assert not compute_stats(image[None], PCT).looks_inverted()
+    bright_background = image.max() - image
+    stats = compute_stats(bright_background[None], PCT)
+    assert stats.looks_inverted()
+    assert float(stats.background[0]) > 0.5
+    # The inverted conversion makes it look normal again, and so does hematoxylin for H&E.
+    assert not compute_stats(prepare_input(bright_background, 1, convert="invert").slice_chw(()),
+                             PCT).looks_inverted()
+    rgb, _ = _nuclei_he()
+    assert compute_stats(prepare_input(rgb, 1, convert="gray").slice_chw(()), PCT).looks_inverted()
+    assert not compute_stats(prepare_input(rgb, 1, convert="hematoxylin").slice_chw(()),
+                             PCT).looks_inverted()
+
+
+def test_real_ihc_image_averaged_to_gray_looks_inverted():
+    """scikit-image's IHC image (shipped, no download): much dark tissue, median near the middle,
+    but a bright background; gray must warn, hematoxylin must not."""
+    from skimage import data
+
+    from napari_segloop.core.inference.normalize import compute_stats
+
+    ihc = data.immunohistochemistry()
+    gray = prepare_input(ihc, 1, convert="gray").slice_chw(())
+    assert compute_stats(gray, PCT).looks_inverted()
+    stain = prepare_input(ihc, 1, convert="hematoxylin").slice_chw(())
+    assert not compute_stats(stain, PCT).looks_inverted()

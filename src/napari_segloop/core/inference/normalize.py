@@ -63,9 +63,14 @@ def conversion_name(convert: str) -> str:
     return f"'{CONVERSIONS.get(convert, convert)}' (--convert {convert})"
 
 
-#: A model that expects bright objects gets a warning when the median of a slice lies above
-#: this fraction of its normalised intensity range (most of the image brighter than objects).
-INVERTED_MEDIAN = 0.5
+#: A model that expects bright objects gets a warning when the background of a slice (its
+#: most common intensity, the mode of the normalised histogram) lies above this fraction of
+#: the normalised intensity range: the background is brighter than the objects. The mode, not
+#: the median: an H&E or IHC image with much dark tissue has a median near the middle but a
+#: bright background (measured on scikit-image's IHC image: median 0.49, mode 0.84; fluorescent
+#: nuclei: median 0.06, mode 0.03).
+INVERTED_BACKGROUND = 0.5
+_MODE_BINS = 32
 _PERCENTILE_SAMPLE = 500_000
 
 
@@ -347,15 +352,16 @@ class NormStats:
     fill: np.ndarray
     clip: tuple[float, float] | None
     warnings: list[str] = field(default_factory=list)
-    median: np.ndarray | None = None
+    background: np.ndarray | None = None
 
     def looks_inverted(self) -> bool:
-        """True when most of the slice is brighter than the middle of its range in every channel.
+        """True when the background (most common intensity) is in the bright half in every channel.
 
         For a model trained on bright objects on a dark background (fluorescence),
         such an image (brightfield, histology, a negative) is probably inverted.
+        Only measured for percentile normalisation (None otherwise).
         """
-        return self.median is not None and bool(np.all(self.median > INVERTED_MEDIAN))
+        return self.background is not None and bool(np.all(self.background > INVERTED_BACKGROUND))
 
 
 def _finite_sample(channel: np.ndarray) -> np.ndarray:
@@ -392,7 +398,7 @@ def compute_stats(chw: np.ndarray, norm: Normalization) -> NormStats:
     offset = np.zeros(n, dtype=np.float64)
     scale = np.ones(n, dtype=np.float64)
     fill = np.zeros(n, dtype=np.float64)
-    median = np.zeros(n, dtype=np.float64)
+    background = np.zeros(n, dtype=np.float64)
     warnings: list[str] = []
     for c in range(n):
         sample = _finite_sample(chw[c])
@@ -417,7 +423,10 @@ def compute_stats(chw: np.ndarray, norm: Normalization) -> NormStats:
             offset[c], scale[c] = lo, span
         fill[c] = (lo - offset[c]) / scale[c]
         if norm.kind == "percentile":
-            median[c] = (float(np.median(sample)) - offset[c]) / scale[c]
+            unit = np.clip((sample.astype(np.float64) - offset[c]) / scale[c], 0.0, 1.0)
+            hist, edges = np.histogram(unit, bins=_MODE_BINS, range=(0.0, 1.0))
+            k = int(np.argmax(hist))
+            background[c] = 0.5 * (edges[k] + edges[k + 1])
         if n_bad:
             warnings.append(
                 f"{n_bad} NaN/Inf pixel(s) in channel {c} were replaced by the background level."
@@ -427,7 +436,7 @@ def compute_stats(chw: np.ndarray, norm: Normalization) -> NormStats:
         fill = np.clip(fill, *clip)
     # float64, so that statistics of float64 images beyond float32's range stay finite.
     return NormStats(offset, scale, fill, clip, warnings,
-                     median if norm.kind == "percentile" else None)
+                     background if norm.kind == "percentile" else None)
 
 
 def apply_stats(tile: np.ndarray, stats: NormStats) -> None:

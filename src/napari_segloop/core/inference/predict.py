@@ -129,10 +129,10 @@ class PredictOptions:
 
 def inverted_warning(stats: NormStats) -> str:
     """The warning for an image that looks inverted for a model of bright objects."""
-    share = float(np.min(stats.median)) if stats.median is not None else 0.5
+    share = float(np.min(stats.background)) if stats.background is not None else 0.5
     return (
-        "The image looks inverted for this model: most of it is brighter than the middle of its "
-        f"intensity range (median at {share:.0%}), but the model was trained on bright objects on a "
+        "The image looks inverted for this model: its background (the most common intensity) is "
+        f"bright ({share:.0%} of its intensity range), but the model was trained on bright objects on a "
         f"dark background. For dark objects on a bright background choose the conversion "
         f"{conversion_name('invert')}; for H&E or IHC colour images choose "
         f"{conversion_name('hematoxylin')}."
