@@ -41,12 +41,17 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
+from napari_segloop.core.bundle import Normalization
+from napari_segloop.core.inference.normalize import apply_stats, compute_stats
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = "scripts/train_default_model.py"
 DEFAULT_OUT = REPO / "src" / "napari_segloop" / "models" / "default"
 NORM_LOW, NORM_HIGH, CLIP_MIN, CLIP_MAX = 1.0, 99.8, -0.5, 1.5
+#: The product's normalisation without the clip (augmentation comes first, then the clip).
+UNCLIPPED = Normalization(kind="percentile", low=NORM_LOW, high=NORM_HIGH, clip=False)
 
 
 def git_commit() -> str:
@@ -145,7 +150,8 @@ class Sampler:
         zoom: tuple[float, float] = (0.6, 1.6),
     ) -> None:
         self.images, self.labels, self.crop, self.rng, self.zoom = images, labels, crop, rng, zoom
-        self.stats = np.array([np.percentile(im, [NORM_LOW, NORM_HIGH]) for im in images])
+        # Statistics as the product computes them at inference (one per whole image).
+        self.stats = [compute_stats(im[None], UNCLIPPED) for im in images]
 
     def sample(self) -> tuple[np.ndarray, np.ndarray]:
         """Return one ``(image, target)`` crop pair, float32 ``(crop, crop)``."""
@@ -158,11 +164,11 @@ class Sampler:
         x = int(rng.integers(0, size - region + 1))
         raw = self.images[i, y:y + region, x:x + region]
         lab = self.labels[i, y:y + region, x:x + region]
-        if rng.random() < 0.25:
-            lo, hi = np.percentile(raw, [NORM_LOW, NORM_HIGH])  # as if this were the image
-        else:
-            lo, hi = self.stats[i]
-        img = ((raw - lo) / max(float(hi - lo), 1e-6)).astype(np.float32)
+        # Normalised with the core's code; a quarter of the crops as if the crop were the image.
+        stats = compute_stats(raw[None], UNCLIPPED) if rng.random() < 0.25 else self.stats[i]
+        img = np.array(raw, dtype=np.float32)[None]
+        apply_stats(img, stats)
+        img = img[0]
         if region != crop:
             factor = crop / region
             if factor < 1:  # anti-alias before shrinking
