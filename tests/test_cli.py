@@ -453,3 +453,17 @@ def test_output_with_a_trailing_slash_is_a_folder(capsys, model_dir, images, tmp
     code, _, err = run(capsys, "predict", images["a"], "-m", model_dir, "-o", f"{out}{os.sep}", "-q")
     assert code == EXIT_OK, err
     assert out.is_dir() and [p.name for p in out.iterdir()] == ["a_probability.tif"]
+
+
+def test_info_into_a_closed_pipe_exits_quietly():
+    """``segloop info default | head -1``: the reader is gone; no BrokenPipeError traceback."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write to the pipe now fails with EPIPE
+    try:
+        proc = subprocess.run([_console_script(), "info", "default"], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=120,
+                              env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    finally:
+        os.close(write_end)
+    assert proc.returncode == EXIT_OK, proc.stderr
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr

@@ -407,3 +407,12 @@ def test_real_ihc_image_averaged_to_gray_looks_inverted():
     assert compute_stats(gray, PCT).looks_inverted()
     stain = prepare_input(ihc, 1, convert="hematoxylin").slice_chw(())
     assert not compute_stats(stain, PCT).looks_inverted()
+
+
+def test_colour_image_for_a_gray_model_names_the_hematoxylin_conversion_too():
+    rgb = np.zeros((16, 16, 3), dtype=np.uint8)
+    with pytest.raises(InputError) as info:
+        prepare_input(rgb, 1)
+    text = str(info.value)
+    assert "'average to gray' (--convert gray)" in text
+    assert "(--convert hematoxylin) for H&E or IHC colour images" in text

@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from napari_segloop.core.errors import InputError, SegloopError
-    from napari_segloop.core.events import Notice, Progress
+    from napari_segloop.core.events import Notice, Progress, run_to_end
     from napari_segloop.core.inference.devices import resolve_device
     from napari_segloop.core.inference.files import predict_file
     from napari_segloop.core.inference.predict import PredictOptions
@@ -153,8 +153,6 @@ def run(args: argparse.Namespace) -> int:
         try:
             if dst.resolve() in inputs:
                 raise InputError(f"{src}: the output {dst} would overwrite an input; choose another output.")
-            from napari_segloop.core.events import run_to_end
-
             run_to_end(predict_file(bundle, src, dst, options, args.threshold), show)
             if not args.quiet:
                 print(f"{src} -> {dst}", file=sys.stderr)

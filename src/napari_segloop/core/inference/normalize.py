@@ -289,7 +289,9 @@ def prepare_input(
             found = "1 channel" if n_found == 1 else f"{n_found} channels{where}"
             hint = (
                 f"choose the conversion {conversion_name('repeat')}" if n_found == 1
-                else f"choose the conversion {conversion_name('gray')} or pick one channel"
+                else f"choose the conversion {conversion_name('gray')}"
+                + (f", {conversion_name('hematoxylin')} for H&E or IHC colour images,"
+                   if n_found in (3, 4) else "") + " or pick one channel"
                 if model_channels == 1
                 else "pick the channel axis, or use a model for this image"
             )
