@@ -189,6 +189,26 @@ def test_a_stack_gives_a_stack(capsys, model_dir, tmp_path):
     assert prob.shape == (3, 40, 50) and prob.dtype == np.float32
 
 
+@pytest.mark.parametrize("objects", ["3d", "2d", "auto"])
+def test_threshold_auto_post_processes_stacks_in_3d_or_2d(capsys, model_dir, tmp_path, objects):
+    stack = np.stack([_blobs((40, 50), 1)] * 4)  # the same objects in every slice
+    src, series = tmp_path / "stack.tif", tmp_path / "series.tif"
+    tifffile.imwrite(src, stack, photometric="minisblack")
+    tifffile.imwrite(series, stack, photometric="minisblack", metadata={"axes": "TYX"})
+    run(capsys, "predict", src, "-m", model_dir, "-o", tmp_path / "prob.tif", "-q")
+    prob = tifffile.imread(tmp_path / "prob.tif")
+    for path, dims in ((src, 2 if objects == "2d" else 3), (series, 3 if objects == "3d" else 2)):
+        out = tmp_path / f"{path.stem}_{objects}.tif"
+        code, _, err = run(capsys, "predict", path, "-m", model_dir, "-o", out, "--threshold", "auto",
+                           "--objects", objects, "-q")
+        assert code == EXIT_OK, err
+        labels = tifffile.imread(out)
+        np.testing.assert_array_equal(labels, postprocess(apply_threshold(prob, THRESHOLD), POST,
+                                                          object_dims=dims))
+        per_slice = postprocess(apply_threshold(prob[0], THRESHOLD), POST).max()
+        assert labels.max() == (per_slice if dims == 3 else 4 * per_slice) > 0
+
+
 def test_one_bad_file_among_good_ones(capsys, model_dir, images, tmp_path):
     folder = images["a"].parent
     bad = folder / "broken.tif"

@@ -247,3 +247,117 @@ def test_float_truth_and_usage_errors(pair, tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         main(["evaluate", "-p", str(p), "-t", str(t), "--threshold", "0.5", "--best-threshold"])
     assert info.value.code == EXIT_USAGE
+
+
+# ---------------------------------------------------------------- 3-D objects
+
+
+def _ball_stack() -> np.ndarray:
+    """20 balls of radius 5 in a (30, 64, 64) stack, each cut by 11 slices: 220 objects in 2-D."""
+    zz, yy, xx = np.indices((30, 64, 64))
+    labels = np.zeros((30, 64, 64), np.uint16)
+    centres = [(z, y, x) for z in (8, 21) for y in (8, 20, 32, 44, 56) for x in (16, 44)]
+    for i, (z, y, x) in enumerate(centres):
+        labels[(zz - z) ** 2 + (yy - y) ** 2 + (xx - x) ** 2 <= 25] = i + 1
+    return labels
+
+
+@pytest.fixture
+def balls(tmp_path) -> tuple[Path, Path]:
+    labels = _ball_stack()
+    p, t = tmp_path / "balls_probability.tif", tmp_path / "balls_labels.tif"
+    tifffile.imwrite(p, np.where(labels > 0, 0.9, 0.1).astype(np.float32), photometric="minisblack")
+    tifffile.imwrite(t, labels, photometric="minisblack")
+    return p, t
+
+
+@pytest.mark.parametrize(("objects", "count"), [("3d", 20), ("2d", 220), ("auto", 20)])
+def test_objects_of_stacks_in_3d_or_2d(balls, capsys, objects, count):
+    p, t = balls
+    code, out, err = _run(capsys, "-p", p, "-t", t, "--threshold", "0.5", "--objects", objects, "--json")
+    assert code == EXIT_OK, err
+    row = json.loads(out)
+    assert row["n_true_objects"] == row["n_pred_objects"] == row["matched_objects"] == count
+    assert row["object_dims"] == (2 if objects == "2d" else 3)
+    assert ("counted in 3-D" in err) == (objects == "auto")
+
+
+def test_a_time_series_file_has_2d_objects_by_default(tmp_path, capsys):
+    labels = _ball_stack()
+    p, t = tmp_path / "series.tif", tmp_path / "series_gt.tif"
+    tifffile.imwrite(p, (labels > 0).astype(np.uint8), photometric="minisblack", metadata={"axes": "TYX"})
+    tifffile.imwrite(t, labels, photometric="minisblack", metadata={"axes": "TYX"})
+    code, out, err = _run(capsys, "-p", p, "-t", t, "--json")
+    assert code == EXIT_OK, err
+    assert json.loads(out)["n_true_objects"] == 220
+    code, out, err = _run(capsys, "-p", p, "-t", t, "--objects", "3d", "--json")
+    assert json.loads(out)["n_true_objects"] == 20
+
+
+def test_per_slice_rows_with_3d_objects(balls, capsys):
+    p, t = balls
+    code, out, _ = _run(capsys, "-p", p, "-t", t, "--threshold", "0.5", "--objects", "3d", "--per-slice",
+                        "--json")
+    assert code == EXIT_OK
+    rows = json.loads(out)["rows"]
+    assert len(rows) == 31 and rows[-1]["slice"] == "all" and rows[-1]["n_true_objects"] == 20
+    assert all(r["n_true_objects"] is None for r in rows[:-1])
+    assert rows[-1]["tp"] == sum(r["tp"] for r in rows[:-1])
+
+
+@pytest.mark.parametrize("value", ["-1", "0", "abc", "nan"])
+def test_a_bad_object_diameter_is_one_line_and_a_usage_error(pair, capsys, value):
+    p, t = pair
+    code, out, err = _run(capsys, "-p", p, "-t", t, "--split-touching", f"--object-diameter={value}")
+    assert code == EXIT_USAGE and out == ""
+    assert err.count("\n") == 1 and "--object-diameter" in err and "Traceback" not in err
+
+
+def _touching_pairs(tmp_path) -> tuple[Path, Path]:
+    """Three pairs of touching discs (diameter 24, centres 20 px apart)."""
+    yy, xx = np.indices((40, 160))
+    labels = np.zeros((40, 160), np.uint16)
+    for k, cx in enumerate((25, 75, 125)):
+        labels[(yy - 20) ** 2 + (xx - cx + 10) ** 2 <= 144] = 2 * k + 1
+        labels[((yy - 20) ** 2 + (xx - cx - 10) ** 2 <= 144) & (xx >= cx)] = 2 * k + 2
+    p, t = tmp_path / "pairs_probability.tif", tmp_path / "pairs_labels.tif"
+    tifffile.imwrite(p, np.where(labels > 0, 0.9, 0.1).astype(np.float32))
+    tifffile.imwrite(t, labels)
+    return p, t
+
+
+def _model(folder: Path, **settings) -> Path:
+    folder.mkdir()
+    (folder / "config.json").write_text('{"_model_class": "Unet"}')
+    (folder / "segloop.json").write_text(json.dumps(BundleSettings(**settings).to_json()))
+    return folder
+
+
+def test_threshold_auto_splits_at_the_models_object_size(tmp_path, capsys):
+    p, t = _touching_pairs(tmp_path)
+    pp = PostProcess(split_touching=True, instances=True)
+    for size, n in ((24.0, 6), (100.0, 3)):  # seeds of one pair are 20 px apart
+        model = _model(tmp_path / f"model{int(size)}", threshold=0.5, object_size=size, postprocess=pp)
+        code, out, err = _run(capsys, "-p", p, "-t", t, "--threshold", "auto", "--model", model, "--json")
+        assert code == EXIT_OK, err
+        assert json.loads(out)["n_pred_objects"] == n, size
+    # the given diameter wins over the model's
+    code, out, _ = _run(capsys, "-p", p, "-t", t, "--threshold", "auto", "--model", tmp_path / "model100",
+                        "--object-diameter", "24", "--json")
+    assert json.loads(out)["n_pred_objects"] == 6
+    # and is stored in the post-processing block of a bundle
+    model = _model(tmp_path / "stored", threshold=0.5, object_size=24.0,
+                   postprocess=PostProcess(split_touching=True, instances=True, object_diameter=100.0))
+    code, out, _ = _run(capsys, "-p", p, "-t", t, "--threshold", "auto", "--model", model, "--json")
+    assert json.loads(out)["n_pred_objects"] == 3
+
+
+def test_object_diameter_with_split_touching_alone(tmp_path, capsys):
+    p, t = _touching_pairs(tmp_path)
+    for value, n in (("24", 6), ("100", 3)):
+        code, out, err = _run(capsys, "-p", p, "-t", t, "--threshold", "0.5", "--split-touching",
+                              "--object-diameter", value, "--json")
+        assert code == EXIT_OK, err
+        assert json.loads(out)["n_pred_objects"] == n
+    code, _, err = _run(capsys, "-p", p, "-t", t, "--threshold", "0.5", "--object-diameter", "24")
+    assert code == EXIT_OK and "only" in err and "--split-touching" in err

@@ -296,3 +296,24 @@ def test_old_bundle_settings_without_split_touching_still_load():
     data = BundleSettings().to_json()
     del data["postprocess"]["split_touching"]
     assert BundleSettings.from_json(data).postprocess.split_touching is False
+
+
+def test_object_diameter_is_stored_in_the_post_processing(tmp_path):
+    folder = _fake_bundle(tmp_path / "model")
+    pp = PostProcess(min_size=12, split_touching=True, instances=True, object_diameter=18.5)
+    set_bundle_threshold(folder, 0.4, pp)
+    raw = json.loads((folder / "segloop.json").read_text())
+    assert raw["postprocess"]["object_diameter"] == 18.5
+    assert read_bundle_settings(folder).postprocess == pp
+    data = BundleSettings().to_json()
+    assert data["postprocess"]["object_diameter"] is None
+    del data["postprocess"]["object_diameter"]  # older files
+    assert BundleSettings.from_json(data).postprocess.object_diameter is None
+
+
+@pytest.mark.parametrize("value", [0, -3.0, float("nan"), float("inf"), True, "20"])
+def test_an_invalid_object_diameter_is_refused(value):
+    data = BundleSettings().to_json()
+    data["postprocess"]["object_diameter"] = value
+    with pytest.raises(ModelLoadError, match="object_diameter"):
+        BundleSettings.from_json(data)

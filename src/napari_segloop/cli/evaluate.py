@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 from napari_segloop.cli.common import (
@@ -15,6 +16,7 @@ from napari_segloop.cli.common import (
     evaluate_threshold_arg,
     say,
 )
+from napari_segloop.cli.predict import OBJECT_DIMS
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -45,6 +47,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fill-holes", action="store_true", help="post-processing: fill holes")
     p.add_argument("--split-touching", action="store_true",
                    help="post-processing: split touching objects (distance-transform watershed)")
+    p.add_argument("--object-diameter", default=None, metavar="PX",
+                   help="typical object diameter in pixels for --split-touching (default: the "
+                        "model's with --threshold auto, else estimated from each mask)")
+    p.add_argument("--objects", choices=("auto", "2d", "3d"), default="auto",
+                   help="objects of stacks: 3d (connected across slices), 2d (slice by slice) or "
+                        "auto (3d for a stack, unless its file says its third-last axis is time "
+                        "or channels; default)")
     p.add_argument("--pair-by", choices=("stem", "order"), default="stem",
                    help="pair files of two folders by name (default; suffixes such as _probability, "
                         "_mask, _labels, _gt are ignored) or by sorted order")
@@ -53,6 +62,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true",
                    help="print JSON: one object for one pair, else {rows, summary, errors}")
     p.add_argument("--csv", metavar="FILE", default=None, help="also write the rows to a CSV file")
+
+
+def parse_object_diameter(text: str | None) -> float | None:
+    """``--object-diameter``: None when not given, else a finite number of pixels > 0.
+
+    Raises
+    ------
+    ValueError
+        With the one-line message for the user.
+    """
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"--object-diameter must be a number of pixels > 0, not {text!r}.")
+    return value
 
 
 def _fmt(value: object) -> str:
@@ -100,6 +128,11 @@ def run(args: argparse.Namespace) -> int:
     if args.min_size is not None and args.min_size < 0:
         err("--min-size must be >= 0.")
         return EXIT_USAGE
+    try:
+        diameter = parse_object_diameter(args.object_diameter)
+    except ValueError as exc:
+        err(str(exc))
+        return EXIT_USAGE
     threshold = "best" if args.best_threshold else args.threshold
     try:
         region = read_image(args.region) if args.region is not None else None
@@ -107,7 +140,9 @@ def run(args: argparse.Namespace) -> int:
             evaluate_files(pred_arg, truth_arg, threshold=threshold, model=args.model, region=region,
                            min_size=args.min_size, fill_holes=args.fill_holes,
                            split_touching=args.split_touching, pair_by=args.pair_by,
-                           per_slice=args.per_slice, objects=not args.no_objects),
+                           per_slice=args.per_slice, objects=not args.no_objects,
+                           object_dims=OBJECT_DIMS[args.objects],
+                           object_diameter=diameter),
             lambda e: say(e) if isinstance(e, Notice) else None,
         )
     except SegloopError as exc:

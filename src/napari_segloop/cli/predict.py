@@ -24,6 +24,9 @@ from napari_segloop.cli.common import (
 #: The explicit channel conversions (same names as the Predict dock's combo box).
 CONVERSIONS = ("none", "gray", "repeat", "invert", "hematoxylin")
 
+#: ``--objects`` choices and the ``object_dims`` they mean (None: per file).
+OBJECT_DIMS = {"auto": None, "2d": 2, "3d": 3}
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register the ``predict`` command."""
@@ -49,6 +52,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=threshold_arg, default=None,
                    help="write a uint8 mask (probability > T), or 'auto' for the model's "
                         "stored threshold and post-processing")
+    p.add_argument("--objects", choices=("auto", "2d", "3d"), default="auto",
+                   help="post-processing of stacks with --threshold auto: 3d (minimum size in "
+                        "voxels, 3-D instances), 2d (slice by slice) or auto (3d for a stack, "
+                        "unless its file says its third-last axis is time; default)")
     p.add_argument("--channel-axis", type=channel_axis_arg, default="auto",
                    help="channel axis of the images: auto, none or an integer")
     p.add_argument("--convert", choices=CONVERSIONS, default="none",
@@ -153,7 +160,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             if dst.resolve() in inputs:
                 raise InputError(f"{src}: the output {dst} would overwrite an input; choose another output.")
-            run_to_end(predict_file(bundle, src, dst, options, args.threshold), show)
+            run_to_end(predict_file(bundle, src, dst, options, args.threshold,
+                                    object_dims=OBJECT_DIMS[args.objects]), show)
             if not args.quiet:
                 print(f"{src} -> {dst}", file=sys.stderr)
         except SegloopError as exc:

@@ -6,6 +6,7 @@ value is checked (:meth:`BundleSettings.validate`) before it is used.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -91,7 +92,8 @@ class BundleSettings:
     threshold : float
         Default threshold; foreground is where probability > threshold.
     postprocess : PostProcess
-        Default post-processing.
+        Default post-processing (its ``object_diameter``, None in older files,
+        is the diameter split touching objects works at).
     provenance : dict
         Package versions, training seed, script, commit, history and a note.
     """
@@ -180,6 +182,12 @@ class BundleSettings:
         min_size = self.postprocess.min_size
         if isinstance(min_size, bool) or not isinstance(min_size, (int, float)) or min_size < 0:
             problems.append(f"post-processing min_size {min_size!r} must be a number >= 0")
+        diameter = self.postprocess.object_diameter
+        if diameter is not None and (
+            isinstance(diameter, bool) or not isinstance(diameter, (int, float))
+            or not math.isfinite(diameter) or diameter <= 0
+        ):
+            problems.append(f"post-processing object_diameter {diameter!r} must be null or a number > 0")
         if self.object_polarity not in ("bright", "dark", "any"):
             problems.append(f"object_polarity {self.object_polarity!r} is not bright, dark or any")
         if self.output_kind != "binary":

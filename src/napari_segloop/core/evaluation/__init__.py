@@ -2,7 +2,8 @@
 
 * :mod:`.checks` input checks (ground truth, probability maps, regions);
 * :mod:`.results` :class:`PixelMetrics`, :class:`ObjectMetrics`, :class:`Evaluation`;
-* :mod:`.pixels`, :mod:`.objects` pixel counts, object labelling and matching;
+* :mod:`.pixels`, :mod:`.objects` pixel counts, object labelling (2-D or 3-D) and matching;
+* :mod:`.planes` the scored planes of a partly predicted stack, and their runs;
 * :mod:`.evaluate` :func:`evaluate` and :func:`evaluate_stack`;
 * :mod:`.confusion` the TP/FP/FN code image;
 * :mod:`.curve` the threshold curve, exact best threshold and Otsu;
@@ -36,6 +37,7 @@ from napari_segloop.core.evaluation.curve import (
 from napari_segloop.core.evaluation.evaluate import evaluate, evaluate_stack
 from napari_segloop.core.evaluation.objects import IOU_MATCH, label_objects, match_objects
 from napari_segloop.core.evaluation.pixels import pixel_metrics
+from napari_segloop.core.evaluation.planes import check_planes, plane_runs, select_planes
 from napari_segloop.core.evaluation.report import METRIC_COLUMNS, metrics_csv_text, write_metrics_csv
 from napari_segloop.core.evaluation.results import (
     Evaluation,
@@ -62,6 +64,7 @@ __all__ = [
     "StackEvaluation",
     "ThresholdCurve",
     "as_probability",
+    "check_planes",
     "check_region",
     "check_truth",
     "confusion_image",
@@ -72,7 +75,9 @@ __all__ = [
     "metrics_csv_text",
     "otsu_threshold",
     "pixel_metrics",
+    "plane_runs",
     "prediction_mask",
+    "select_planes",
     "truth_foreground",
     "write_metrics_csv",
 ]

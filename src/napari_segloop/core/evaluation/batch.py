@@ -10,6 +10,7 @@ the others.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,9 +27,10 @@ from napari_segloop.core.evaluation.checks import (
 )
 from napari_segloop.core.evaluation.curve import BestThreshold, ThresholdCurve, otsu_threshold
 from napari_segloop.core.evaluation.evaluate import evaluate, evaluate_stack
+from napari_segloop.core.evaluation.planes import auto_object_dims, check_object_dims, file_axes
 from napari_segloop.core.evaluation.results import Evaluation
 from napari_segloop.core.events import Event, Notice, Progress
-from napari_segloop.core.masks import PostProcess
+from napari_segloop.core.masks import PostProcess, check_object_diameter, resolve_object_diameter
 
 __all__ = ["PAIR_SUFFIXES", "BatchReport", "evaluate_files", "pair_files", "pair_key"]
 
@@ -141,7 +143,10 @@ def _policy(threshold: float | str | None, model: str) -> tuple[str, float | Non
         return "otsu", None, None
     if threshold == "auto":
         settings = read_bundle_settings(model)
-        return "auto", float(settings.threshold), settings.postprocess
+        pp = settings.postprocess
+        # the model's diameter for splitting: its post-processing's, else its object size
+        pp = dataclasses.replace(pp, object_diameter=resolve_object_diameter(pp, settings))
+        return "auto", float(settings.threshold), pp
     if threshold is None:
         return "default", 0.5, None
     return "given", float(threshold), None
@@ -160,6 +165,8 @@ def evaluate_files(
     pair_by: str = "stem",
     per_slice: bool = False,
     objects: bool = True,
+    object_dims: int | None = None,
+    object_diameter: float | None = None,
 ) -> Generator[Event, None, BatchReport]:
     """Evaluate prediction files against ground-truth files.
 
@@ -182,6 +189,15 @@ def evaluate_files(
         One row per slice of stacks, then the whole stack.
     objects : bool
         Compute object metrics.
+    object_dims : {2, 3} or None
+        2-D or 3-D objects (post-processing and object metrics) for stacks;
+        None: per pair, :func:`auto_object_dims` of the prediction's shape
+        and of the axes its file (else the truth file) records. 2-D images
+        always have 2-D objects.
+    object_diameter : float, optional
+        Object diameter for splitting touching objects; None: the model's
+        (``auto``: its post-processing's, else its ``object_size``), else
+        estimated from each mask.
 
     Yields
     ------
@@ -194,8 +210,13 @@ def evaluate_files(
     Raises
     ------
     SegloopError
-        Nothing to evaluate, or the model's settings cannot be read.
+        Nothing to evaluate, the model's settings cannot be read, or an
+        invalid ``object_dims`` or ``object_diameter``.
     """
+    if object_dims is not None:
+        object_dims = check_object_dims(object_dims)
+    if object_diameter is not None:
+        object_diameter = check_object_diameter(object_diameter)
     pred_arg, truth_arg = Path(prediction), Path(truth)
     if pred_arg.is_dir() != truth_arg.is_dir():
         raise InputError("give two files or two folders for the prediction and the truth.")
@@ -217,7 +238,12 @@ def evaluate_files(
             fill_holes=base.fill_holes or fill_holes,
             instances=base.instances or split_touching,
             split_touching=base.split_touching or split_touching,
+            object_diameter=base.object_diameter,
         )
+    if postprocess is not None and object_diameter is not None:
+        postprocess = dataclasses.replace(postprocess, object_diameter=object_diameter)
+    if object_diameter is not None and not (postprocess is not None and postprocess.split_touching):
+        yield Notice("the object diameter is only used to split touching objects (--split-touching).")
 
     def fail(name: str, pred: Path, truth: Path, exc: Exception) -> Notice:
         msg = str(exc)
@@ -248,7 +274,9 @@ def evaluate_files(
                 fg = truth_foreground(truth_arr)
                 pooled_values.append(pred[reg] if reg is not None else pred.ravel())
                 pooled_labels.append(fg[reg] if reg is not None else fg.ravel())
-            loaded.append((name, pred_path, truth_path, pred, truth_arr, reg, is_prob))
+            dims = object_dims if object_dims is not None else auto_object_dims(
+                pred.shape, file_axes(pred_path) or file_axes(truth_path))
+            loaded.append((name, pred_path, truth_path, pred, truth_arr, reg, is_prob, dims))
         except SegloopError as exc:
             yield fail(name, pred_path, truth_path, exc)
         except MemoryError:
@@ -271,16 +299,20 @@ def evaluate_files(
         yield Notice("probability maps are thresholded at 0.5 (give --threshold T or "
                      "--best-threshold).")
 
+    if object_dims is None and objects and any(item[7] == 3 for item in loaded):
+        yield Notice("objects of 3-D stacks are counted in 3-D (connected across slices); "
+                     "--objects 2d counts them slice by slice.")
+
     # Pass 2: evaluate every pair at its threshold.
     rows = report.rows
     total: Evaluation | None = None
     seen_notes: set[str] = set()
-    for k, (name, pred_path, truth_path, pred, truth_arr, reg, is_prob) in enumerate(loaded):
+    for k, (name, pred_path, truth_path, pred, truth_arr, reg, is_prob, dims) in enumerate(loaded):
         try:
             t = None
             if is_prob:
                 t = otsu_threshold(pred, reg) if method == "otsu" else fixed
-            kwargs = {"objects": objects, "postprocess": postprocess}
+            kwargs = {"objects": objects, "postprocess": postprocess, "object_dims": dims}
             head = {"name": name, "prediction": str(pred_path), "truth": str(truth_path)}
             tm = method if is_prob else None
             if per_slice and pred.ndim > 2:
@@ -293,6 +325,8 @@ def evaluate_files(
             else:
                 ev = evaluate(pred, truth_arr, t, reg, **kwargs)
                 rows.append({**head, **ev.to_dict(), "threshold_method": tm})
+            if pred.ndim > 2:
+                rows[-1]["object_dims"] = dims
             for text in ev.notes:
                 if text not in seen_notes:
                     seen_notes.add(text)

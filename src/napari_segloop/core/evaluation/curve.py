@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,7 @@ import numpy as np
 
 from napari_segloop.core.errors import InputError
 from napari_segloop.core.evaluation.checks import as_probability, check_region, check_truth, truth_foreground
+from napari_segloop.core.evaluation.planes import check_planes, select_planes, select_region
 from napari_segloop.core.evaluation.results import PixelMetrics
 
 __all__ = [
@@ -185,12 +187,25 @@ class ThresholdCurve:
         (default 1001: a step of 0.001 over [0, 1]).
     value_range : (float, float)
         The slider's range; also the range :meth:`best_threshold` searches.
+    planes : sequence of int, optional
+        Flat indices (C order over the leading axes) of the planes that count
+        (the predicted planes of a partly predicted stack); None: all. The
+        same as building the curve from ``select_planes(prob, planes)`` and
+        ``select_planes(truth, planes)`` (and of the region, unless it is one
+        slice's).
+
+    Attributes
+    ----------
+    shape : tuple of int
+        The probability map's shape (the whole stack, also with ``planes``).
+    planes : tuple of int or None
+        The planes that count (None: all).
 
     Raises
     ------
     InputError
         Invalid inputs (see :func:`napari_segloop.core.evaluation.evaluate`), NaN
-        probabilities, an empty region, fewer than 2 steps.
+        probabilities, an empty region, fewer than 2 steps, invalid planes.
 
     Notes
     -----
@@ -207,10 +222,20 @@ class ThresholdCurve:
         *,
         steps: int = DEFAULT_STEPS,
         value_range: tuple[float, float] = (0.0, 1.0),
+        planes: Sequence[int] | None = None,
     ) -> None:
         prob_arr = as_probability(prob)
         truth_arr = check_truth(truth, prob_arr.shape)
-        region_arr = check_region(region, prob_arr.shape)
+        full_shape = tuple(prob_arr.shape)
+        self.planes: tuple[int, ...] | None = None
+        if planes is None:
+            region_arr = check_region(region, prob_arr.shape)
+        else:
+            self.planes = check_planes(planes, full_shape)
+            region_arr = check_region(region, full_shape, allow_empty=True)
+            prob_arr = select_planes(prob_arr, self.planes)
+            truth_arr = select_planes(truth_arr, self.planes)
+            region_arr = select_region(region_arr, self.planes)
         steps = int(steps)
         lo, hi = float(value_range[0]), float(value_range[1])
         if steps < 2:
@@ -226,7 +251,7 @@ class ThresholdCurve:
             labels = fg[region_arr]
         self._values: np.ndarray | None = values
         self._labels: np.ndarray | None = labels
-        self.shape: tuple[int, ...] = tuple(prob_arr.shape)
+        self.shape: tuple[int, ...] = full_shape
         self.steps = steps
         self.value_range = (lo, hi)
         self.n_pixels = int(values.size)
@@ -444,7 +469,8 @@ class ThresholdCurve:
         )
 
 
-def otsu_threshold(prob: Any, region: Any = None, nbins: int = 256) -> float:
+def otsu_threshold(prob: Any, region: Any = None, nbins: int = 256, *,
+                   planes: Sequence[int] | None = None) -> float:
     """Otsu's threshold of the probabilities (no ground truth needed).
 
     Uses :func:`skimage.filters.threshold_otsu`, whose result splits
@@ -458,6 +484,9 @@ def otsu_threshold(prob: Any, region: Any = None, nbins: int = 256) -> float:
         Only these pixels are used.
     nbins : int
         Histogram bins.
+    planes : sequence of int, optional
+        Only these planes (flat indices over the leading axes) are used, e.g.
+        the predicted planes of a partly predicted stack; None: all.
 
     Returns
     -------
@@ -467,6 +496,12 @@ def otsu_threshold(prob: Any, region: Any = None, nbins: int = 256) -> float:
     from skimage.filters import threshold_otsu
 
     arr = as_probability(prob)
-    region_arr = check_region(region, arr.shape)
+    if planes is None:
+        region_arr = check_region(region, arr.shape)
+    else:
+        chosen = check_planes(planes, arr.shape)
+        region_arr = check_region(region, arr.shape, allow_empty=True)
+        arr = select_planes(arr, chosen)
+        region_arr = select_region(region_arr, chosen)
     values = arr[region_arr] if region_arr is not None else arr
     return float(threshold_otsu(values, nbins=int(nbins)))

@@ -1,9 +1,13 @@
 """Objects: connected components or instance ids, and their one-to-one matching at IoU > 0.5.
 
-Objects are 2-D: connected components (4-connectivity) of binary masks, or
-the ids of instance-label images, taken slice by slice in stacks. A predicted
-object and a true object match when their IoU is > 0.5; at most one partner
-can exceed 0.5, so the matching is unique without an assignment solver.
+Objects are 2-D by default: connected components (4-connectivity) of binary
+masks, or the ids of instance-label images, taken slice by slice in stacks.
+With ``object_dims=3`` they are 3-D: connected over the last three axes
+(Z, Y, X) with face connectivity (6-neighbourhood), one object per instance
+id in each (Z, Y, X) block; leading axes (time) still separate objects. A
+predicted object and a true object match when their IoU is > 0.5; at most
+one partner can exceed 0.5, so the matching is unique without an assignment
+solver.
 """
 
 from __future__ import annotations
@@ -17,12 +21,17 @@ from napari_segloop.core.evaluation.results import ObjectMetrics
 IOU_MATCH = 0.5
 
 
-def _slice_structure(ndim: int) -> np.ndarray:
-    """4-connectivity within each 2-D slice, no connection between slices."""
+def _slice_structure(ndim: int, object_dims: int = 2) -> np.ndarray:
+    """Face connectivity within each block of the last ``object_dims`` axes, none across blocks.
+
+    ``object_dims=2``: 4-connectivity within each 2-D slice; 3: 6-connectivity
+    within each (Z, Y, X) block (for a 2-D array, 2 is used whatever is asked).
+    """
     from scipy import ndimage as ndi
 
+    dims = min(int(object_dims), ndim)
     structure = np.zeros((3,) * ndim, dtype=bool)
-    structure[(1,) * (ndim - 2)] = ndi.generate_binary_structure(2, 1)
+    structure[(1,) * (ndim - dims)] = ndi.generate_binary_structure(dims, 1)
     return structure
 
 
@@ -42,13 +51,14 @@ def _is_binary(arr: np.ndarray) -> bool:
     return int(np.count_nonzero(arr == ref)) == nonzero
 
 
-def label_objects(arr: np.ndarray, region: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+def label_objects(
+    arr: np.ndarray, region: np.ndarray | None = None, *, object_dims: int = 2
+) -> tuple[np.ndarray, int]:
     """Return consecutive object ids (0 = background) and the number of objects.
 
     A binary mask (at most one distinct non-zero value) is split into
-    connected components (4-connectivity); an instance-label image keeps its
-    ids. Objects are 2-D: in a stack every slice has its own objects, even
-    where an id repeats across slices.
+    connected components (face connectivity); an instance-label image keeps
+    its ids, one object per id in each block.
 
     Parameters
     ----------
@@ -56,28 +66,45 @@ def label_objects(arr: np.ndarray, region: np.ndarray | None = None) -> tuple[np
         Mask or instance labels, 2-D or a stack (..., Y, X).
     region : ndarray of bool, optional
         Pixels outside are set to background first (objects are clipped).
+    object_dims : {2, 3}
+        2: objects are 2-D, every slice of a stack has its own objects (even
+        where an id repeats across slices), 4-connectivity. 3: an array
+        (..., Z, Y, X) has 3-D objects, connected over its last three axes
+        (6-connectivity), one per instance id within each (Z, Y, X) block;
+        leading axes (time in (T, Z, Y, X)) still separate objects. Ignored
+        for a 2-D array.
 
     Returns
     -------
     labels : ndarray of int32 or int64
         Ids ``1..n``.
     n : int
+
+    Raises
+    ------
+    InputError
+        If ``object_dims`` is not 2 or 3.
     """
     from scipy import ndimage as ndi
 
+    from napari_segloop.core.evaluation.planes import check_object_dims
+
+    dims = check_object_dims(object_dims)
     arr = np.asarray(arr)
     if region is not None:
         arr = np.where(region, arr, 0)
     if _is_binary(arr):
-        labels, n = ndi.label(arr != 0, structure=_slice_structure(arr.ndim))
+        labels, n = ndi.label(arr != 0, structure=_slice_structure(arr.ndim, dims))
         return labels, int(n)
     ids = arr.astype(np.int64)
     if ids.min() < 0:  # negative ids: shift so that 0 stays background
         ids = np.where(ids != 0, ids - ids.min() + 1, 0)
-    if arr.ndim > 2:
-        n_slices = int(np.prod(arr.shape[:-2]))
+    block = min(dims, arr.ndim)  # the axes one block of objects spans
+    if arr.ndim > block:
+        lead = arr.shape[:-block]
+        n_blocks = int(np.prod(lead))
         span = int(ids.max()) + 1
-        offsets = (np.arange(n_slices, dtype=np.int64) * span).reshape((*arr.shape[:-2], 1, 1))
+        offsets = (np.arange(n_blocks, dtype=np.int64) * span).reshape((*lead,) + (1,) * block)
         ids = np.where(ids != 0, ids + offsets, 0)
     return _consecutive(ids)
 

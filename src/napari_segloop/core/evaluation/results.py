@@ -228,21 +228,36 @@ class StackEvaluation:
     Attributes
     ----------
     slices : list of Evaluation
-        One per 2-D slice, in C order of the leading axes.
+        One per scored 2-D slice, in C order of the leading axes. With 3-D
+        objects their ``objects`` are None (a 3-D object has no per-slice score).
     whole : Evaluation
-        The whole stack: summed pixel counts and summed object counts.
+        The whole stack (its scored planes): summed pixel counts, and summed
+        2-D object counts or the 3-D object metrics.
+    planes : tuple of int
+        The flat plane index (C order over the leading axes) of each slice;
+        given as None (the default), it is set to ``(0, ..., len(slices) - 1)``:
+        every plane.
     """
 
     slices: list[Evaluation] = field(default_factory=list)
     whole: Evaluation | None = None
+    planes: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        planes = tuple(range(len(self.slices))) if self.planes is None else tuple(
+            int(p) for p in self.planes)
+        if len(planes) != len(self.slices):
+            raise ValueError(f"{len(planes)} plane indices for {len(self.slices)} slices.")
+        object.__setattr__(self, "planes", planes)
 
     def rows(self, name: str | None = None) -> list[dict[str, Any]]:
-        """Rows for a table or CSV: one per slice (``slice`` = index), then the whole stack (``"all"``)."""
+        """Rows for a table or CSV: one per slice, then the whole stack (``slice`` = ``"all"``).
+
+        The ``slice`` of a slice's row is its flat plane index (:attr:`planes`).
+        """
         out = []
-        for i, ev in enumerate(self.slices):
-            out.append({"name": name, "slice": i, **ev.to_dict()})
+        for plane, ev in zip(self.planes, self.slices, strict=True):
+            out.append({"name": name, "slice": plane, **ev.to_dict()})
         if self.whole is not None:
             out.append({"name": name, "slice": "all", **self.whole.to_dict()})
         return out
-
-
