@@ -43,6 +43,7 @@ def setup(make_napari_viewer, qtbot):
             viewer.add_labels(truth, name="cells truth")
         dock = ThresholdDock(PublicOnlyProxy(viewer))
         viewer.window.add_dock_widget(dock, name="Threshold")
+        dock.set_postprocess(PostProcess())  # these tests check the raw ``prob > t`` mask
         wait_idle(qtbot, dock)
         return viewer, dock
 

@@ -1,26 +1,24 @@
-"""The Confusion dock: TP / FP / FN overlay of a prediction against ground truth, and its metrics.
+"""The Confusion dock: TP / FP / FN overlay of the mask on screen against ground truth, and its metrics.
 
-The prediction is a probability layer (thresholded at the session's current
-threshold, which the Threshold dock sets) or a Labels layer (a mask or
-instance labels, e.g. ``<image> mask``). For a probability layer every
-threshold step is followed at once: the overlay is drawn by two preview
-layers whose contrast limits follow the threshold (exact, see
-:mod:`napari_segloop.widgets.previews`) and the pixel metrics come from
-cached threshold curves in O(1). When the threshold pauses, a worker writes
-the ``<image> confusion`` Labels layer (codes 0 TN, 1 TP, 2 FP, 3 FN in fixed
-colour-blind-safe colours) and computes the object metrics; results for any
-threshold but the newest are dropped.
+The dock is a view of the viewer's evaluation state
+(:mod:`napari_segloop.widgets.eval_state`), the same one the Threshold dock
+views: what it scores is the mask the user sees (the threshold and
+post-processing set in the Threshold dock, or the model's defaults), or a
+Labels layer chosen as the prediction (e.g. a hand-corrected mask). The
+evaluation engine (:mod:`napari_segloop.widgets.eval_engine`) writes
+``<image> confusion`` (codes 0 TN, 1 TP, 2 FP, 3 FN in fixed
+colour-blind-safe colours) and computes the metrics in a worker: pixel
+metrics come with the overlay, object metrics may follow ("updating").
+While the threshold moves, the overlay is drawn by preview layers and the
+pixel metrics come from the raw threshold curves in O(1).
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QApplication,
     QFileDialog,
@@ -33,86 +31,30 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_segloop.core.errors import InputError, SegloopError
+from napari_segloop.core.errors import SegloopError
 from napari_segloop.core.evaluation import (
     CONFUSION_NAMES,
     FN,
     FP,
     TN,
     TP,
-    Evaluation,
     StackEvaluation,
-    confusion_image,
-    evaluate,
-    evaluate_stack,
     metrics_csv_text,
     write_metrics_csv,
 )
 from napari_segloop.widgets import outputs, previews
 from napari_segloop.widgets.colors import CONFUSION_HEX
-from napari_segloop.widgets.evaluation import (
-    REGION_ALL,
-    REGION_VIEW,
-    CurveStore,
-    LatestRunner,
-    RegionChoice,
-    camera_events,
-    connect_for_lifetime,
-    flat_index,
-    format_value,
-    initial_threshold,
-    is_instance_labels,
-    notify_once,
-    read_region,
-    slice_index,
-    truth_problem,
-)
-from napari_segloop.widgets.jobs import JobFailed
-from napari_segloop.widgets.layer_io import layer_array
+from napari_segloop.widgets.eval_controls import GroundTruthBox, bind_layer_choice, objects_choice
+from napari_segloop.widgets.eval_engine import EvaluationEngine, engine_for, export_rows
+from napari_segloop.widgets.evaluation import connect_for_lifetime, format_value, notify_once
 from napari_segloop.widgets.metrics_table import MetricsTable
 from napari_segloop.widgets.pickers import (
     LayerChoice,
-    is_labels,
     is_prediction_candidate,
     is_probability_layer,
-    is_shapes,
-    is_truth_candidate,
     prediction_rank,
 )
 from napari_segloop.widgets.session import session_for, unwrap
-
-PAUSE_MS = 200
-EDIT_PAUSE_MS = 300
-NO_TRUTH = "none"
-
-
-@dataclass(frozen=True)
-class ConfusionResult:
-    """The confusion codes and metrics of one prediction, for one threshold."""
-
-    threshold: float | None
-    codes: np.ndarray
-    evaluation: Evaluation | StackEvaluation
-
-
-def confusion_job(pred: np.ndarray, truth: np.ndarray, threshold: float | None, region: np.ndarray | None,
-                  stack: bool) -> Generator[None, None, ConfusionResult]:
-    """Worker job: confusion codes, then pixel and object metrics (per slice and whole stack)."""
-    yield None
-    codes = confusion_image(pred, truth, threshold, region)
-    yield None
-    if stack:
-        ev: Evaluation | StackEvaluation = evaluate_stack(pred, truth, threshold, region)
-    else:
-        ev = evaluate(pred, truth, threshold, region)
-    return ConfusionResult(threshold, codes, ev)
-
-
-def preview_job(prob: np.ndarray, truth: np.ndarray, region: np.ndarray | None
-                ) -> Generator[None, None, tuple[np.ndarray, np.ndarray]]:
-    """Worker job: the two float32 arrays of the confusion preview."""
-    yield None
-    return previews.confusion_preview_arrays(prob, truth, region)
 
 
 class Legend(QWidget):
@@ -145,7 +87,7 @@ class Legend(QWidget):
 
 
 class ConfusionDock(QWidget):
-    """Compare a prediction with ground truth: TP / FP / FN overlay and a metrics table.
+    """Compare the mask on screen with ground truth: TP / FP / FN overlay and a metrics table.
 
     Parameters
     ----------
@@ -157,37 +99,17 @@ class ConfusionDock(QWidget):
         super().__init__()
         self.viewer = unwrap(napari_viewer)
         self.session = session_for(self.viewer)
-        self.curves: CurveStore = self.session.shared("curves", CurveStore)
-        self._pred: Any = None
-        self._truth: Any = None
-        self._region = RegionChoice()
-        self._kind: str | None = None  # "probability" or "mask"
-        self._threshold: float | None = None
-        self._index: tuple[int, ...] | None = None
-        self._inputs_key: Any = None
-        self._whole_curve: Any = None
-        self._slice_curve: Any = None
-        self._curve_keys: dict[str, Any] = {}
-        self._preview_key: Any = None
-        self.result: ConfusionResult | None = None
-        self._pending_preview_key: Any = None
-        self._refresh_key: Any = None
-        self._note = ""
+        self.engine: EvaluationEngine = engine_for(self.session)
+        self.state = self.engine.state
+        self.curves = self.engine.curves
         self._reported: set[str] = set()
         self._alive = True
-        self.refresh_runner = LatestRunner(confusion_job, self._apply_result, self)
-        self.preview_runner = LatestRunner(preview_job, self._apply_previews, self)
-        self._pause = QTimer(self)
-        self._pause.setSingleShot(True)
-        self._pause.setInterval(PAUSE_MS)
-        self._pause.timeout.connect(self.refresh)
-        self._inputs_timer = QTimer(self)
-        self._inputs_timer.setSingleShot(True)
-        self._inputs_timer.setInterval(EDIT_PAUSE_MS)
-        self._inputs_timer.timeout.connect(self.update_inputs)
         self._build()
         self._connect()
-        self.update_inputs()
+        self.engine.attach(self)
+        if self.state.truth is not None and self.state.show == "mask":
+            self.state.show = "errors"
+        self._render()
 
     # -- layout --------------------------------------------------------------
     def _build(self) -> None:
@@ -195,23 +117,23 @@ class ConfusionDock(QWidget):
         form = QFormLayout()
         self.pred_combo = LayerChoice(self.viewer, is_prediction_candidate, prefer=prediction_rank,
                                       parent=self, only_preferred=True)
-        self.pred_combo.setToolTip("A probability map (thresholded at the Threshold dock's value) or a "
-                                   "mask / instance-labels layer such as '<image> mask'.")
+        self.pred_combo.setToolTip("A probability map (scored as the mask you see: the Threshold dock's "
+                                   "threshold and post-processing) or a mask / instance-labels layer.")
         form.addRow("Prediction", self.pred_combo)
-        self.truth_combo = LayerChoice(self.viewer, is_truth_candidate, specials=[("(none)", NO_TRUTH)],
-                                       prefer=is_labels, parent=self)
-        self.truth_combo.setToolTip("The true objects: a mask, or instance ids (foreground where non-zero).")
-        form.addRow("Ground truth", self.truth_combo)
-        self.region_combo = LayerChoice(
-            self.viewer, is_shapes, specials=[("whole image", REGION_ALL), ("field of view", REGION_VIEW)],
-            parent=self)
-        self.region_combo.setToolTip("Evaluate only inside the shapes of a Shapes layer, or the part of "
-                                     "the image shown in the canvas (for partial ground truth).")
-        form.addRow("Region", self.region_combo)
-        self.threshold_label = QLabel("n/a")
-        self.threshold_label.setToolTip("Set it in the Threshold dock.")
-        form.addRow("Threshold", self.threshold_label)
+        self.scored_label = QLabel("n/a")
+        self.scored_label.setWordWrap(True)
+        self.scored_label.setToolTip("What is scored; change the threshold and post-processing in the "
+                                     "Threshold dock.")
+        form.addRow("Scored", self.scored_label)
+        self.threshold_label = self.scored_label
+        self.objects_combo = objects_choice(self.engine, self)
+        self.objects_label = QLabel("Objects")
+        form.addRow(self.objects_label, self.objects_combo)
         layout.addLayout(form)
+        self.truth_box = GroundTruthBox(self.viewer, self.engine, self)
+        self.truth_combo = self.truth_box.truth_combo
+        self.region_combo = self.truth_box.region_combo
+        layout.addWidget(self.truth_box)
         self.legend = Legend(self)
         layout.addWidget(self.legend)
         self.table = MetricsTable(self)
@@ -220,7 +142,8 @@ class ConfusionDock(QWidget):
         self.copy_button = QPushButton("Copy")
         self.copy_button.setToolTip("Copy the metrics to the clipboard (CSV).")
         self.export_button = QPushButton("Export CSV…")
-        self.export_button.setToolTip("Save the metrics as a CSV file (every slice and the whole stack).")
+        self.export_button.setToolTip("Save the metrics as a CSV file (every scored slice and the "
+                                      "whole stack).")
         buttons.addWidget(self.copy_button)
         buttons.addWidget(self.export_button)
         layout.addLayout(buttons)
@@ -230,379 +153,222 @@ class ConfusionDock(QWidget):
         layout.addWidget(self.status)
 
     def _connect(self) -> None:
-        self.pred_combo.value_changed.connect(self._on_choice)
-        self.truth_combo.value_changed.connect(self._on_choice)
-        self.region_combo.value_changed.connect(self._on_choice)
+        state = self.state
+        bind_layer_choice(self.pred_combo, state, "probability", self._write_prediction)
         self.copy_button.clicked.connect(self.copy_metrics)
         self.export_button.clicked.connect(self._export_clicked)
-        camera = camera_events(self.viewer)
         pairs = [
-            (self.session.threshold_changed, self._on_session_threshold),
-            (self.curves.data_changed, self._on_layer_data),
-            (self.curves.exact_ready, self._on_exact_ready),
-            (self.viewer.dims.events.current_step, self._on_dims),
-            (camera.center, self._on_camera),
-            (camera.zoom, self._on_camera),
+            (self.engine.changed, self._render),
+            (self.engine.ticked, self._on_tick),
+            (state.events.labels, self._follow_labels),
+            (state.events.truth, self._on_truth),
         ]
         dock = self
 
-        def _on_destroyed() -> None:
+        def _destroyed() -> None:
             dock._alive = False
-            dock.refresh_runner.cancel()
-            dock.preview_runner.cancel()
 
-        connect_for_lifetime(self, pairs, _on_destroyed)
+        connect_for_lifetime(self, pairs, _destroyed)
+        if state.labels is not None:
+            self.pred_combo.follow(state.labels)
+
+    def _write_prediction(self, layer: Any) -> None:
+        """A probability layer scores its mask; a Labels layer is scored as it is."""
+        state = self.state
+        if layer is None:
+            state.labels = None
+        elif is_probability_layer(layer):
+            state.labels = None
+            state.probability = unwrap(layer)
+        else:
+            state.labels = unwrap(layer)
+
+    def _on_truth(self, layer: Any) -> None:
+        """A ground truth chosen while this dock is open: show the errors against it."""
+        if self._alive and layer is not None and self.state.show == "mask":
+            self.state.show = "errors"
+
+    def _follow_labels(self, layer: Any) -> None:
+        if not self._alive:
+            return
+        self.pred_combo.follow(layer if layer is not None else self.state.probability)
 
     # -- public state ----------------------------------------------------------
     @property
     def threshold(self) -> float | None:
-        """The threshold applied to a probability prediction (None for a mask prediction)."""
-        return self._threshold
+        """The threshold applied to a probability prediction (None for a Labels prediction)."""
+        inp = self.engine.inputs
+        if inp is None or inp.kind != "probability":
+            return None
+        return float(self.state.threshold)
 
     @property
     def busy(self) -> bool:
         """True while the overlay, previews or curves are being computed."""
-        return (self.refresh_runner.busy or self.preview_runner.busy or self._pause.isActive()
-                or self._inputs_timer.isActive() or self.curves.building)
+        return self.engine.busy
+
+    @property
+    def result(self) -> Any:
+        """The current evaluation with objects (None until it is computed)."""
+        return self.engine.objects.evaluation if self.engine.objects_current else None
 
     def confusion_layer(self) -> Any:
         """The ``<image> confusion`` Labels layer, or None."""
-        return None if self._pred is None else outputs.find_output(
-            self.viewer, outputs.CONFUSION_ROLE, outputs.base_name(self._pred))
+        inp = self.engine.inputs
+        return None if inp is None else outputs.find_output(self.viewer, outputs.CONFUSION_ROLE, inp.base)
 
     def preview_layers(self) -> tuple[Any, Any]:
         """The two confusion preview layers (true objects, true background), or None each."""
-        if self._pred is None:
+        inp = self.engine.inputs
+        if inp is None:
             return None, None
-        base = outputs.base_name(self._pred)
-        return (outputs.find_output(self.viewer, previews.TRUTH_PREVIEW_ROLE, base),
-                outputs.find_output(self.viewer, previews.BACKGROUND_PREVIEW_ROLE, base))
+        return (outputs.find_output(self.viewer, previews.TRUTH_PREVIEW_ROLE, inp.base),
+                outputs.find_output(self.viewer, previews.BACKGROUND_PREVIEW_ROLE, inp.base))
 
-    def _is_stack(self) -> bool:
-        return self._pred is not None and layer_array(self._pred).ndim > 2
+    def update_inputs(self) -> None:
+        """Read the chosen layers and region again."""
+        self.engine.read_inputs()
 
-    # -- inputs ------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Compute the overlay and metrics now."""
+        self.engine.settle()
+
+    # -- rendering -----------------------------------------------------------------
     def _report(self, message: str, level: str = "error") -> None:
-        """Status line, and one notification per distinct message (not one per slider step)."""
         notify_once(self.status, self._reported, message, level)
 
-    def _on_choice(self, *_: Any) -> None:
-        from napari.utils.notifications import show_info
-
-        layers = list(self.viewer.layers)
-        for old, what in ((self._pred, "prediction"), (self._truth, "ground-truth")):
-            if old is not None and not any(lyr is old for lyr in layers):
-                show_info(f"The {what} layer {old.name!r} was removed; choose another one.")
-        self.update_inputs()
-
-    def _clear(self, message: str) -> None:
-        self.refresh_runner.cancel()
-        self.preview_runner.cancel()
-        self._inputs_key = None
-        self._whole_curve = self._slice_curve = None
-        self._curve_keys = {}
-        self.result = None
-        self._set_columns()
-        self.table.clear_values()
-        for layer in self.preview_layers():
-            outputs.set_visible(layer, False)
-        self.status.setText(message)
+    def _scored_text(self) -> str:
+        engine, state = self.engine, self.state
+        inp = engine.inputs
+        if inp is None:
+            return "n/a"
+        if inp.kind == "labels":
+            return f"the Labels layer {inp.prediction.name!r} as it is"
+        pp = state.effective_postprocess()
+        parts = [f"threshold {state.threshold:.6g}"]
+        if pp is None:
+            parts.append("raw (no post-processing)")
+        else:
+            if pp.min_size:
+                parts.append(f"min size {pp.min_size}")
+            if pp.fill_holes:
+                parts.append("holes filled")
+            if pp.split_touching:
+                parts.append("touching split")
+            if pp.instances:
+                parts.append("instances")
+        return f"'{inp.base} mask': " + ", ".join(parts)
 
     def _set_columns(self) -> None:
-        names = ["current slice", "whole stack"] if self._is_stack() else ["image"]
+        inp = self.engine.inputs
+        stack = inp is not None and inp.is_stack
+        if stack and inp.planes is not None:
+            names = ["current slice", f"{len(inp.planes)} predicted slices"]
+        elif stack:
+            names = ["current slice", "whole stack"]
+        else:
+            names = ["image"]
         if self.table.columns() != names:
             self.table.set_columns(names)
 
-    def update_inputs(self) -> None:
-        """Read the chosen layers and region; rebuild curves, previews and the overlay."""
-        self._inputs_timer.stop()
-        old_pred = self._pred
-        pred, truth = self.pred_combo.layer(), self.truth_combo.layer()
-        if old_pred is not None and old_pred is not pred:
-            for layer in self.preview_layers():
-                outputs.remove_output(self.viewer, layer)
-        self._pred, self._truth = pred, truth
-        self._kind = None
-        self._threshold = None
-        if pred is None:
-            self.threshold_label.setText("n/a")
-            self._clear("Choose a prediction: a probability map or a mask.")
-            return
-        self._kind = "probability" if is_probability_layer(pred) else "mask"
-        if self._kind == "probability":
-            self._threshold = initial_threshold(self.session, pred)
-            if self.session.threshold(pred) is None:
-                self.session.set_threshold(pred, self._threshold)
-        self._show_threshold()
-        if truth is None:
-            self._clear("Choose a ground-truth layer to compare with.")
-            return
-        shape = tuple(layer_array(pred).shape)
-        problem = truth_problem(truth, shape)
-        if problem is None and truth is pred:
-            problem = "The prediction and the ground truth are the same layer; choose the true objects."
-        region = None
-        if problem is None:
-            try:
-                region = read_region(self.viewer, self.region_combo.value(), pred, shape,
-                                     self._region_version())
-            except InputError as exc:
-                problem = str(exc)
-        if problem is not None or region is None:
-            self._clear("")
-            self._report(problem or "No region.")
-            return
-        self._region = region
-        self.status.setText("")
-        self._note = ""
-        if is_instance_labels(truth):  # a note, not an error: no notification
-            self._note = (f"The ground truth {truth.name!r} holds instance ids: pixels are foreground "
-                          "where the id is non-zero; its objects are the ids.")
-            self.status.setText(self._note)
-        key = (id(pred), self.curves.version(pred), id(truth), self.curves.version(truth), region.key)
-        self._set_columns()
-        if key != self._inputs_key:
-            self._inputs_key = key
-            self.result = None
-            self._whole_curve = self._slice_curve = None
-            self._curve_keys = {}
-            self.table.clear_values()
-        self._index = slice_index(pred, self.viewer) if self._is_stack() else None
-        if self._kind == "probability":
-            self._request_curves()
-            self._request_previews()
-        else:
-            for layer in self.preview_layers():
-                outputs.remove_output(self.viewer, layer)
-        self.refresh()
+    def _on_tick(self, value: float) -> None:
+        if self._alive:
+            text = self._scored_text()
+            if text != self.scored_label.text():
+                self.scored_label.setText(text)
+            self._show_metrics()
 
-    def _region_version(self) -> int:
-        layer = self.region_combo.layer()
-        return 0 if layer is None else self.curves.version(layer)
-
-    def _on_layer_data(self, layer: Any) -> None:
+    def _render(self) -> None:
         if not self._alive:
             return
-        if layer is self._pred and self._kind == "mask":
-            self.result = None
-            self.refresh_runner.cancel()
-            self._show_metrics()
-            self._pause.start()  # the mask layer was rewritten: redo the overlay after a pause
-        elif layer is self._pred or layer is self._truth or layer is self.region_combo.layer():
-            self._inputs_timer.start()
-
-    def _on_camera(self, *_: Any) -> None:
-        if self._alive and self.region_combo.value() == REGION_VIEW:
-            self._inputs_timer.start()
-
-    def _on_dims(self, *_: Any) -> None:
-        if not self._alive or not self._is_stack() or self._inputs_key is None:
+        engine = self.engine
+        inp = engine.inputs
+        self.scored_label.setText(self._scored_text())
+        stack = inp is not None and inp.is_stack
+        self.objects_combo.setVisible(stack)
+        self.objects_label.setVisible(stack)
+        self._set_columns()
+        if inp is None:
+            self.table.clear_values()
+            self.status.setText("Choose a prediction: a probability map or a mask.")
             return
-        index = slice_index(self._pred, self.viewer)
-        if index == self._index:
+        if inp.truth is None:
+            self.table.clear_values()
+            self.status.setText(inp.problem or "Choose a ground-truth layer to compare with.")
             return
-        self._index = index
-        if self._kind == "probability":
-            self._slice_curve = None
-            self._request_curves()
         self._show_metrics()
-
-    # -- curves and previews (probability predictions) ------------------------------
-    def _request_curves(self) -> None:
-        scopes: list[tuple[str, Any]] = [("whole", None)]
-        if self._is_stack():
-            scopes.append(("slice", self._index))
-        for scope, index in scopes:
-            key = self.curves.key(self._pred, self._truth, self._region.key, index)
-            self._curve_keys[scope] = key
-            value = self.curves.request(self._pred, self._truth, self._region, index,
-                                        lambda v, s=scope, k=key: self._on_curve(s, k, v))
-            if value is not None:
-                self._on_curve(scope, key, value)
-
-    def _on_curve(self, scope: str, key: Any, value: Any) -> None:
-        if not self._alive or self._curve_keys.get(scope) != key:
-            return
-        if isinstance(value, JobFailed):
-            self._report(value.message)
-            return
-        if scope == "whole":
-            self._whole_curve = value
-            if value.n_positive == 0 and self._truth is not None:
-                self._report(f"The ground truth {self._truth.name!r} has no foreground pixels in the "
-                             f"{self._region.label}: Dice and IoU are 1 only for an empty prediction; "
-                             "undefined metrics read n/a.", "warning")
-        else:
-            self._slice_curve = value
-        self._show_metrics()
-
-    def _on_exact_ready(self, curve: Any) -> None:
-        if self._alive and curve is not None and curve in (self._whole_curve, self._slice_curve):
-            self._show_metrics()
-
-    def _request_previews(self) -> None:
-        key = self._inputs_key
-        if key == self._preview_key and all(layer is not None for layer in self.preview_layers()):
-            self._update_preview_limits()
-            return
-        self._preview_key = None
-        self.preview_runner.request(layer_array(self._pred), layer_array(self._truth),
-                                    self._region.mask)
-        self._pending_preview_key = key
-
-    def _apply_previews(self, result: Any) -> None:
-        if not self._alive or self._pred is None or self._kind != "probability":
-            return
-        if isinstance(result, JobFailed):
-            self._report(result.message)
-            return
-        if self._pending_preview_key != self._inputs_key:
-            return
-        on_truth, on_background = result
-        base = outputs.base_name(self._pred)
-        visible = not self._result_current()
-        limits = previews.preview_limits(self._threshold or 0.0)
-        outputs.ensure_image(self.viewer, previews.TRUTH_PREVIEW_ROLE, base, on_truth, self._pred,
-                             colormap=previews.truth_colormap(), contrast_limits=limits, visible=visible,
-                             opacity=0.7)
-        outputs.ensure_image(self.viewer, previews.BACKGROUND_PREVIEW_ROLE, base, on_background, self._pred,
-                             colormap=previews.background_colormap(), contrast_limits=limits,
-                             visible=visible, opacity=0.7)
-        self._preview_key = self._inputs_key
-
-    def _update_preview_limits(self) -> None:
-        limits = previews.preview_limits(self._threshold or 0.0)
-        for layer in self.preview_layers():
-            if layer is not None:
-                layer.contrast_limits = limits
-
-    # -- threshold ticks ----------------------------------------------------------
-    def _show_threshold(self) -> None:
-        if self._kind == "probability" and self._threshold is not None:
-            self.threshold_label.setText(f"{self._threshold:.6g} (set in the Threshold dock)")
-        elif self._kind == "mask":
-            self.threshold_label.setText("none: the prediction is a mask")
-        else:
-            self.threshold_label.setText("n/a")
-
-    def _result_current(self) -> bool:
-        r = self.result
-        return r is not None and (self._kind != "probability" or r.threshold == self._threshold)
-
-    def _on_session_threshold(self, layer: Any, value: float) -> None:
-        """One tick: overlay preview and pixel metrics at once; Labels and objects after a pause."""
-        if not self._alive or layer is not self._pred or self._kind != "probability":
-            return
-        self._threshold = float(value)
-        self.refresh_runner.cancel()
-        self._show_threshold()
-        if self._inputs_key is None:
-            return
-        confusion = self.confusion_layer()
-        if confusion is not None and confusion.visible and not self._result_current():
-            confusion.visible = False
-        layers = self.preview_layers()
-        if any(layer is None for layer in layers) and not self.preview_runner.busy:
-            self._request_previews()  # the user deleted a preview layer: make it again
-        self._update_preview_limits()
-        for preview in layers:
-            outputs.set_visible(preview, True)
-        self._show_metrics()
-        self._pause.start()
-
-    def _pixel_at(self, curve: Any) -> Any:
-        if curve is None or self._threshold is None:
-            return None
-        if curve.step_of(self._threshold) is None and not self.curves.is_exact(curve):
-            return None
-        return curve.metrics(self._threshold)
+        notes = []
+        if engine.planes_text():
+            notes.append(engine.planes_text())
+        if engine.failure:
+            notes.append(engine.failure)
+        full = engine.objects.evaluation if engine.objects_current else None
+        pix = engine.score.evaluation if engine.score_current else None
+        shown = full or pix
+        if shown is not None:
+            whole = shown.whole if isinstance(shown, StackEvaluation) else shown
+            text = f"Dice {format_value(whole.pixel.dice, 3)}"
+            if full is not None and whole.objects is not None:
+                o = whole.objects
+                kind = "3-D " if inp.is_stack and self.state.object_dims == 3 else ""
+                text += f", {o.n_matched} of {o.n_true} true {kind}objects matched, {o.spurious} spurious"
+            elif full is None:
+                text += ", objects updating…"
+            notes.insert(0, f"{text} ({inp.region.label}).")
+        self.status.setText(" ".join(notes))
 
     def _show_metrics(self) -> None:
-        """Fill the table: the full result if it is current, else pixel metrics from the curves."""
-        if self._inputs_key is None:
+        """Fill the table: the current score if there is one, else live pixel metrics from the curves."""
+        engine = self.engine
+        inp = engine.inputs
+        if inp is None or inp.truth is None:
             return
-        stack = self._is_stack()
-        if self._result_current():
-            ev = self.result.evaluation
+        stack = inp.is_stack
+        plane = engine.current_plane()
+        predicted = engine.plane_predicted(plane)
+        n_cols = 2 if stack else 1
+        result = engine.objects if engine.objects_current else engine.score if engine.score_current else None
+        objects_ready = engine.objects_current
+        if result is not None:
+            ev = result.evaluation
             if isinstance(ev, StackEvaluation):
-                i = flat_index(self._index, tuple(layer_array(self._pred).shape))
-                scopes = [ev.slices[min(i, len(ev.slices) - 1)], ev.whole]
+                planes = list(getattr(ev, "planes", range(len(ev.slices))))
+                slice_ev = ev.slices[planes.index(plane)] if plane in planes else None
+                scopes = [slice_ev, ev.whole]
             else:
                 scopes = [ev]
             for column, e in enumerate(scopes):
+                if e is None:
+                    self.table.set_pixel(column, None)
+                    self.table.set_objects(column, None)
+                    continue
                 self.table.set_pixel(column, e.pixel)
-                self.table.set_objects(column, e.objects)
+                if objects_ready:
+                    self.table.set_objects(column, e.objects)
+                else:
+                    self.table.set_objects(column, None, pending=True)
+            if stack and not predicted:
+                self.table.set_pixel(0, None)
+                self.table.set_objects(0, None)
             return
-        if self._kind != "probability":  # a mask: everything waits for the worker
-            for column in range(2 if stack else 1):
+        if inp.kind != "probability":
+            for column in range(n_cols):
                 self.table.set_pixel(column, None, pending=True)
                 self.table.set_objects(column, None, pending=True)
             return
-        curves = [self._slice_curve, self._whole_curve] if stack else [self._whole_curve]
-        for column, curve in enumerate(curves):
-            self.table.set_pixel(column, self._pixel_at(curve))
+        scopes_live = ["slice", "whole"] if stack else ["whole"]
+        for column, scope in enumerate(scopes_live):
+            if scope == "slice" and not predicted:
+                self.table.set_pixel(column, None)
+                self.table.set_objects(column, None)
+                continue
+            self.table.set_pixel(column, engine.live_pixels(scope))
             self.table.set_objects(column, None, pending=True)
-
-    # -- the overlay and object metrics -------------------------------------------------
-    def refresh(self) -> None:
-        """Compute the confusion Labels and all metrics in a worker (the newest request wins)."""
-        self._pause.stop()
-        if self._pred is None or self._truth is None or self._inputs_key is None:
-            return
-        if self._kind == "probability" and self._threshold is None:
-            return
-        self.refresh_runner.request(layer_array(self._pred), layer_array(self._truth),
-                                    self._threshold if self._kind == "probability" else None,
-                                    self._region.mask, self._is_stack())
-        self._refresh_key = self._inputs_key
-
-    def _apply_result(self, result: Any) -> None:
-        if not self._alive or self._pred is None:
-            return
-        if isinstance(result, JobFailed):
-            self.table.clear_values()
-            self._report(result.message)
-            return
-        if self._refresh_key != self._inputs_key:
-            return
-        if self._kind == "probability" and result.threshold != self._threshold:
-            return  # stale: a newer request follows
-        self.result = result
-        outputs.write_labels(
-            self.viewer, outputs.CONFUSION_ROLE, outputs.base_name(self._pred), result.codes, self._pred,
-            colormap=outputs.confusion_labels_colormap(), colormap_key="confusion", opacity=0.7,
-        )
-        for preview in self.preview_layers():
-            outputs.set_visible(preview, False)
-        self._show_metrics()
-        ev = result.evaluation
-        whole = ev.whole if isinstance(ev, StackEvaluation) else ev
-        objects = whole.objects
-        text = f"Dice {format_value(whole.pixel.dice, 3)}"
-        if objects is not None:
-            text += (f", {objects.n_matched} of {objects.n_true} true objects matched, "
-                     f"{objects.spurious} spurious")
-        self.status.setText(f"{text} ({self._region.label}). {self._note}".strip())
 
     # -- export ------------------------------------------------------------------------
     def metrics_rows(self) -> list[dict[str, Any]]:
         """Rows for CSV: every slice and the whole stack (or the image), with the inputs named."""
-        if self._pred is None or self._truth is None or self._inputs_key is None:
-            return []
-        extra = {"truth": self._truth.name, "region": self._region.label}
-        name = self._pred.name
-        if self._result_current():
-            ev = self.result.evaluation
-            if isinstance(ev, StackEvaluation):
-                rows = ev.rows(name)
-            else:
-                rows = [{"name": name, "slice": None, **ev.to_dict()}]
-            return [{**row, **extra} for row in rows]
-        m = self._pixel_at(self._whole_curve)
-        if m is None:
-            return []
-        row = Evaluation(m).to_dict()
-        return [{"name": name, "slice": "all" if self._is_stack() else None, **row, **extra}]
+        return export_rows(self.engine)
 
     def copy_metrics(self) -> bool:
         """Copy the metrics to the clipboard as CSV text; False (with a notice) if there are none."""
@@ -634,7 +400,8 @@ class ConfusionDock(QWidget):
         return out
 
     def _export_clicked(self) -> None:
-        name = "metrics.csv" if self._pred is None else f"{outputs.base_name(self._pred)}_metrics.csv"
+        inp = self.engine.inputs
+        name = "metrics.csv" if inp is None else f"{inp.base}_metrics.csv"
         path, _ = QFileDialog.getSaveFileName(self, "Export metrics", str(Path.home() / name), "CSV (*.csv)")
         if path:
             self.export_csv(path)

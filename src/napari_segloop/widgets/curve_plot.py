@@ -44,19 +44,32 @@ class CurvePlot(QWidget):
     threshold_picked = Signal(float)
 
     MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 30, 8, 18, 18
+    #: Preferred and smallest useful heights (pixels).
+    PREFERRED_HEIGHT, MINIMUM_HEIGHT = 150, 120
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._paths: list[tuple[QPainterPath, str, str, float]] = []
         self._threshold: float | None = None
         self._best: float | None = None
+        self._processed: QPainterPath | None = None
+        self._processed_xy: tuple[np.ndarray, np.ndarray] | None = None
         self._message = "Choose a ground truth to see the curves."
-        self.setMinimumHeight(120)
+        # No hard minimum (``setMinimumHeight``): a widget never shrinks below its hard minimum, so
+        # when its layout is squeezed (a QFormLayout given less than its minimum, as in a dock whose
+        # word-wrapped labels need more height than its minimumSizeHint says) the plot would be drawn
+        # over the rows below it. The minimum is a hint instead: layouts reserve it, and when they
+        # cannot, the plot gets shorter rather than overlapping its neighbours.
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         self.setToolTip("Dice, precision and recall against the threshold; click to choose a threshold.")
 
     def sizeHint(self) -> QSize:
-        return QSize(260, 150)
+        """The preferred size: room for the legend, three grid lines and the axis labels."""
+        return QSize(260, self.PREFERRED_HEIGHT)
+
+    def minimumSizeHint(self) -> QSize:
+        """The smallest size layouts should give the plot (a hint, not a hard minimum)."""
+        return QSize(160, self.MINIMUM_HEIGHT)
 
     # -- data -----------------------------------------------------------------
     def set_curve(self, curve: Any, message: str = "") -> None:
@@ -69,6 +82,27 @@ class CurvePlot(QWidget):
                                     color, width))
         self._message = message
         self.update()
+
+    def set_processed(self, points: Any) -> None:
+        """Show the Dice of the post-processed mask at a few thresholds (None: no post-processing).
+
+        ``points`` are ``(threshold, dice)`` pairs. While they are shown, the raw
+        curves (the preview's ``probability > t``) are drawn fainter and the
+        legend names them "raw".
+        """
+        if not points:
+            self._processed = self._processed_xy = None
+        else:
+            x = np.asarray([p[0] for p in points], dtype=float)
+            y = np.asarray([np.nan if p[1] is None else p[1] for p in points], dtype=float)
+            self._processed = _path(x, y)
+            self._processed_xy = (x, y)
+        self.update()
+
+    @property
+    def has_processed(self) -> bool:
+        """True when the post-processed Dice is drawn."""
+        return self._processed is not None
 
     def set_threshold(self, threshold: float | None) -> None:
         """Move the marker of the current threshold."""
@@ -125,15 +159,35 @@ class CurvePlot(QWidget):
         painter.save()
         painter.translate(rect.topLeft())
         painter.scale(rect.width(), rect.height())
+        faint = self._processed is not None
         for path, _, color, width in self._paths:
-            pen = QPen(QColor(color), width)
+            qcolor = QColor(color)
+            if faint:
+                qcolor.setAlpha(110)
+            pen = QPen(qcolor, width)
             pen.setCosmetic(True)
             painter.setPen(pen)
             painter.drawPath(path)
+        if self._processed is not None:
+            pen = QPen(QColor(SERIES[0][2]), 2.6)
+            pen.setCosmetic(True)
+            painter.setPen(pen)
+            painter.drawPath(self._processed)
         painter.restore()
+        if self._processed_xy is not None:
+            painter.setPen(Qt.PenStyle.NoPen)
+            painter.setBrush(QColor(SERIES[0][2]))
+            for px, py in zip(*self._processed_xy, strict=True):
+                if py == py:
+                    painter.drawEllipse(QPointF(rect.left() + px * rect.width(),
+                                                rect.top() + (1 - py) * rect.height()), 2.5, 2.5)
         # legend
         x = rect.left() + 4
-        for _, label, color, _ in self._paths:
+        entries = [(label, color) for _, label, color, _ in self._paths]
+        if faint:
+            entries = [("Dice (post-processed)", SERIES[0][2])] + [
+                ("raw " + label if label == "Dice" else label, color) for label, color in entries]
+        for label, color in entries:
             painter.setPen(QPen(QColor(color), 2))
             painter.drawLine(QPointF(x, 9), QPointF(x + 12, 9))
             painter.setPen(fg)

@@ -22,6 +22,8 @@ from qtpy.QtCore import QObject
 from napari_segloop.core.errors import InputError, SegloopError
 from napari_segloop.core.evaluation import check_region, check_truth
 from napari_segloop.core.evaluation.curve import DEFAULT_STEPS, ThresholdCurve
+from napari_segloop.core.evaluation.planes import select_planes
+from napari_segloop.widgets.eval_state import REGION_ALL, REGION_VIEW
 from napari_segloop.widgets.jobs import JobFailed, guarded
 from napari_segloop.widgets.layer_io import layer_array, shape_probe
 from napari_segloop.widgets.session import Session, unwrap
@@ -30,9 +32,6 @@ from napari_segloop.widgets.session import Session, unwrap
 SLIDER_STEPS = DEFAULT_STEPS
 _SLIDER_VALUES = np.linspace(0.0, 1.0, SLIDER_STEPS).astype(np.float32)
 
-#: Special entries of the region picker.
-REGION_ALL = "all"
-REGION_VIEW = "view"
 
 
 def slider_threshold(step: int) -> float:
@@ -110,15 +109,20 @@ class LatestRunner(QObject):
     on_result : callable
         Called on the main thread with the job's return value (possibly a
         :class:`JobFailed`).
-    parent : QObject
+    parent : QObject or None
         Owner (the dock); when it is deleted, results are no longer delivered.
+    on_yield : callable, optional
+        Called on the main thread with every value the job yields (except
+        None) while its request is still the newest: staged results, such as
+        a mask before the metrics that follow it.
     """
 
     def __init__(self, job: Callable[..., Generator[Any, None, Any]], on_result: Callable[[Any], None],
-                 parent: QObject) -> None:
+                 parent: QObject | None, on_yield: Callable[[Any], None] | None = None) -> None:
         super().__init__(parent)
         self._job = job
         self._on_result = on_result
+        self._on_yield = on_yield
         self.generation = 0
         self._worker: Any = None
         self._worker_generation = -1
@@ -154,6 +158,8 @@ class LatestRunner(QObject):
         worker = start_worker(self._job, *args, **kwargs)
         worker.returned.connect(self._on_returned)
         worker.finished.connect(self._on_finished)
+        if self._on_yield is not None:
+            worker.yielded.connect(self._on_yielded)
         self._worker = worker
         self._worker_generation = generation
         worker.start()
@@ -161,6 +167,10 @@ class LatestRunner(QObject):
     def _on_returned(self, result: Any) -> None:
         if self._worker_generation == self.generation:
             self._on_result(result)
+
+    def _on_yielded(self, value: Any) -> None:
+        if value is not None and self._worker_generation == self.generation and self._on_yield is not None:
+            self._on_yield(value)
 
     def _on_finished(self) -> None:
         self._worker = None
@@ -171,17 +181,23 @@ class LatestRunner(QObject):
 
 
 def build_curve(prob: Any, truth: Any, region: np.ndarray | None,
-                index: tuple[int, ...] | None = None) -> Generator[Any, None, ThresholdCurve]:
+                index: tuple[int, ...] | None = None,
+                planes: tuple[int, ...] | None = None) -> Generator[Any, None, ThresholdCurve]:
     """Worker job: build a :class:`ThresholdCurve`, yield it, then sort it for exact queries.
 
     ``prob`` and ``truth`` are the layers' data (read in the worker); ``index``
-    selects one slice of a stack.
+    selects one slice of a stack; ``planes`` (flat plane indices) keeps only
+    the predicted planes of a partly predicted stack.
     """
     yield None
     if index is not None:
         prob, truth = np.asarray(prob[index]), np.asarray(truth[index])
         if region is not None and region.ndim > 2:
             region = region[index]
+    elif planes is not None:
+        prob, truth = select_planes(prob, planes), select_planes(truth, planes)
+        if region is not None and region.ndim > 2:
+            region = select_planes(region, planes)
     curve = ThresholdCurve(prob, truth, region, steps=SLIDER_STEPS)
     yield curve
     curve.prepare_exact()
@@ -241,10 +257,11 @@ class CurveStore:
                     emitter.connect(bump)
         return self._versions[layer]
 
-    def key(self, prob: Any, truth: Any, region_key: Hashable, index: tuple[int, ...] | None) -> Hashable:
+    def key(self, prob: Any, truth: Any, region_key: Hashable, index: tuple[int, ...] | None,
+            planes: tuple[int, ...] | None = None) -> Hashable:
         """Cache key of a curve."""
         prob, truth = unwrap(prob), unwrap(truth)
-        return (id(prob), self.version(prob), id(truth), self.version(truth), region_key, index)
+        return (id(prob), self.version(prob), id(truth), self.version(truth), region_key, index, planes)
 
     # -- curves ---------------------------------------------------------------
     def cached(self, key: Hashable) -> ThresholdCurve | None:
@@ -263,6 +280,7 @@ class CurveStore:
         region: RegionChoice,
         index: tuple[int, ...] | None,
         callback: Callable[[Any], None],
+        planes: tuple[int, ...] | None = None,
     ) -> ThresholdCurve | JobFailed | None:
         """The curve of these inputs: returned at once if built, else built in a worker.
 
@@ -277,13 +295,15 @@ class CurveStore:
         callback : callable
             Called on the main thread with the curve (or a :class:`JobFailed`)
             when a worker finishes building it; not called when returning at once.
+        planes : tuple of int, optional
+            Only these planes of a stack (flat indices; None: all).
 
         Returns
         -------
         ThresholdCurve, JobFailed or None
             None while it is being built.
         """
-        key = self.key(prob_layer, truth_layer, region.key, index)
+        key = self.key(prob_layer, truth_layer, region.key, index, planes)
         entry = self._entries.get(key)
         if entry is not None and (entry.prob() is not unwrap(prob_layer)
                                   or entry.truth() is not unwrap(truth_layer)):
@@ -306,7 +326,7 @@ class CurveStore:
             if old.worker is not None:
                 old.worker.quit()
             del self._entries[old_key]
-        worker = start_worker(build_curve, prob, truth, region.mask, index)
+        worker = start_worker(build_curve, prob, truth, region.mask, index, planes)
         entry.worker = worker
         worker.yielded.connect(lambda value: self._on_yielded(entry, value))
         worker.returned.connect(lambda value: self._on_returned(entry, value))
@@ -534,21 +554,34 @@ class ModelDefault:
 
 
 def model_default(session: Session) -> ModelDefault:
-    """The loaded model's threshold (or the built-in default model's, or 0.5)."""
+    """The loaded model's threshold and post-processing (or the built-in default model's, or 0.5).
+
+    The post-processing's object diameter is resolved from the model's object
+    size as ``segloop predict/evaluate --threshold auto`` resolve it
+    (:func:`~napari_segloop.core.masks.resolve_object_diameter`), so the first
+    mask equals theirs.
+    """
     bundle = session.bundle
     if bundle is not None:
         s = bundle.settings
-        return ModelDefault(float(s.threshold), s.postprocess, f"the loaded model ({bundle.source})")
+        return ModelDefault(float(s.threshold), _resolved(s), f"the loaded model ({bundle.source})")
     try:
         from napari_segloop.core.bundle import read_bundle_settings
 
         s = read_bundle_settings("default")
     except SegloopError:
         return ModelDefault(0.5, None, "0.5 (no model loaded)")
-    return ModelDefault(float(s.threshold), s.postprocess, "the built-in default model")
+    return ModelDefault(float(s.threshold), _resolved(s), "the built-in default model")
 
 
-def initial_threshold(session: Session, prob_layer: Any) -> float:
-    """The threshold a probability layer starts with: the session's, else the model's default."""
-    value = session.threshold(prob_layer)
-    return model_default(session).threshold if value is None else float(value)
+def _resolved(settings: Any) -> Any:
+    """The settings' post-processing with the object diameter the model implies (if it has one)."""
+    import dataclasses
+
+    from napari_segloop.core.masks import resolve_object_diameter
+
+    pp = settings.postprocess
+    if pp is None or getattr(pp, "object_diameter", None) is not None:
+        return pp
+    diameter = resolve_object_diameter(pp, settings)
+    return pp if diameter is None else dataclasses.replace(pp, object_diameter=diameter)

@@ -52,6 +52,19 @@ def find_output(viewer: Any, role: str, image: str) -> Any:
     return None
 
 
+def _add_keeping_selection(viewer: Any, add: Any) -> Any:
+    """Add a layer with ``add()`` without moving the user's selection onto it."""
+    selection = viewer.layers.selection
+    before = set(selection)
+    active = selection.active
+    layer = add()
+    selection.clear()
+    selection.update(lyr for lyr in before if lyr in viewer.layers)
+    if active is not None and active in viewer.layers:
+        selection.active = active
+    return layer
+
+
 def _place(layer: Any, like: Any) -> None:
     """Give ``layer`` the scale and translate of ``like`` (same number of axes)."""
     if like is None or len(like.scale) != layer.ndim:
@@ -78,7 +91,7 @@ def ensure_image(
     viewer = unwrap(viewer)
     layer = find_output(viewer, role, image)
     if layer is None:
-        layer = viewer.add_image(
+        layer = _add_keeping_selection(viewer, lambda: viewer.add_image(
             data,
             name=f"{image} {role}",
             colormap=colormap,
@@ -88,7 +101,7 @@ def ensure_image(
             opacity=opacity,
             visible=visible,
             metadata={METADATA_KEY: {"role": role, "image": image}},
-        )
+        ))
         _place(layer, like)
         return layer
     if layer.data is not data:
@@ -110,24 +123,28 @@ def write_labels(
     colormap: Any,
     colormap_key: str,
     opacity: float = 0.6,
+    visible: bool = True,
 ) -> Any:
-    """Create or update the Labels layer ``<image> <role>`` with ``data``, and show it.
+    """Create or update the Labels layer ``<image> <role>`` with ``data``.
 
     The existing layer is updated in place: its data replaced (napari
     redraws it), never a second layer. ``colormap`` is applied only when
     ``colormap_key`` differs from the one last applied (setting a colormap
-    re-maps every pixel).
+    re-maps every pixel). ``visible=True`` shows it; False leaves its
+    visibility to the caller (a new layer starts hidden). Adding a layer
+    never moves the user's selection.
     """
     viewer = unwrap(viewer)
     layer = find_output(viewer, role, image)
     if layer is None:
-        layer = viewer.add_labels(
+        layer = _add_keeping_selection(viewer, lambda: viewer.add_labels(
             data,
             name=f"{image} {role}",
             opacity=opacity,
             colormap=colormap,
+            visible=visible,
             metadata={METADATA_KEY: {"role": role, "image": image, "colors": colormap_key}},
-        )
+        ))
         _place(layer, like)
         return layer
     layer.data = data
@@ -136,7 +153,7 @@ def write_labels(
         layer.colormap = colormap
         mark["colors"] = colormap_key
     _place(layer, like)
-    if not layer.visible:
+    if visible and not layer.visible:
         layer.visible = True
     return layer
 

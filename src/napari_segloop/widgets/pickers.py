@@ -213,6 +213,27 @@ class LayerChoice(QComboBox):
         """Choose ``layer`` as the user would; False if it is not listed."""
         return self.set_value(layer)
 
+    def choose_default(self) -> None:
+        """Choose the preferred entry again, unless the user picked one (``prefer`` may have changed)."""
+        if not self._user_chose:
+            self._set_value(self._default())
+
+    def follow(self, value: Any) -> None:
+        """Show ``value`` (set elsewhere, e.g. by another dock) without counting it as this picker's choice.
+
+        A value that is not listed (None, or a removed layer) falls back to the default entry
+        without emitting :attr:`value_changed` for it.
+        """
+        value = None if value is None else unwrap(value)
+        if self._index_of(value) >= 0:
+            self._user_chose = self._user_chose or value is not None
+            self.blockSignals(True)
+            try:
+                self._set_value(value)
+            finally:
+                self.blockSignals(False)
+            self._value = value
+
 
 def _same(a: Any, b: Any) -> bool:
     """Same layer (by identity) or same special key."""

@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 from psygnal import Signal
 
+from napari_segloop.widgets.eval_state import EvaluationState
+
 if TYPE_CHECKING:
     import numpy as np
     from napari.layers import Image
@@ -122,8 +124,6 @@ class Session:
     probabilities_changed = Signal(object)
     #: Emitted with the requested device name when the user picks another device.
     device_changed = Signal(str)
-    #: Emitted with (probability layer, threshold) when the threshold of a probability map changes.
-    threshold_changed = Signal(object, float)
     #: Emitted with the new :class:`MaskSettings` when the mask on screen was made with other settings.
     mask_settings_changed = Signal(object)
 
@@ -137,10 +137,11 @@ class Session:
         self._probabilities: weakref.WeakKeyDictionary[Any, ProbabilityMap] = (
             weakref.WeakKeyDictionary()
         )
-        self._thresholds: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
         self._shared: dict[str, Any] = {}
-        #: The threshold and post-processing of the mask last drawn by the Threshold dock (its
-        #: only writer); "Save model as..." stores them in the new bundle.
+        #: What the Threshold and Confusion docks score (one state for both docks).
+        self.evaluation = EvaluationState()
+        #: The threshold and post-processing of the mask on screen (written by the evaluation
+        #: engine when it draws ``<image> mask``); "Save model as..." stores them in the new bundle.
         self.mask_settings: MaskSettings | None = None
 
     @property
@@ -225,32 +226,23 @@ class Session:
             return None
         return entry
 
+    def probability_of_layer(self, layer: Any) -> ProbabilityMap | None:
+        """The probability map whose ``<image> probability`` layer is ``layer`` (None if none is)."""
+        layer = unwrap(layer)
+        for entry in list(self._probabilities.values()):
+            if entry.layer() is layer:
+                return entry
+        return None
+
     def set_probability(self, image: Image, entry: ProbabilityMap) -> None:
         """Cache ``entry`` for ``image`` and tell the docks."""
         image = unwrap(image)
         self._probabilities[image] = entry
         self.probabilities_changed.emit(image)
 
-    # -- thresholds ----------------------------------------------------------
-    def threshold(self, layer: Any, default: float | None = None) -> float | None:
-        """The current threshold of a probability layer (``default`` if none was set)."""
-        return self._thresholds.get(unwrap(layer), default)
-
-    def set_threshold(self, layer: Any, value: float) -> None:
-        """Make ``value`` the threshold of the probability layer ``layer`` and tell the docks.
-
-        Every dock showing that layer (mask, confusion overlay, metrics) follows
-        :attr:`threshold_changed`; nothing is emitted if the value is unchanged.
-        """
-        layer = unwrap(layer)
-        value = float(value)
-        if self._thresholds.get(layer) == value:
-            return
-        self._thresholds[layer] = value
-        self.threshold_changed.emit(layer, value)
-
+    # -- the mask on screen ---------------------------------------------------
     def set_mask_settings(self, threshold: float, postprocess: Any) -> None:
-        """Record the threshold and post-processing of the mask now on screen (the Threshold dock)."""
+        """Record the threshold and post-processing of the mask now on screen (the evaluation engine)."""
         settings = MaskSettings(float(threshold), postprocess)
         if settings != self.mask_settings:
             self.mask_settings = settings

@@ -1,16 +1,15 @@
 """The Threshold dock: a live threshold over a probability map, post-processing, automatic thresholds.
 
-What the user sees while dragging the slider is drawn by napari's shader:
-the ``<image> mask preview`` layer shares the probability array and only its
-contrast limits change per step (see :mod:`napari_segloop.widgets.previews`),
-and the pixel metrics come from a cached
-:class:`~napari_segloop.core.evaluation.ThresholdCurve` in O(1). When the
-slider is released or pauses, a worker thresholds and post-processes the map
-and the ``<image> mask`` Labels layer is updated in place; a result for any
-threshold but the newest is dropped.
-
-The threshold lives in the session (``session.set_threshold``), so the
-Confusion dock and any later dock follow the same value.
+The dock is a view of the viewer's evaluation state
+(:mod:`napari_segloop.widgets.eval_state`): the slider writes the
+threshold, the post-processing controls write the post-processing, and the
+evaluation engine (:mod:`napari_segloop.widgets.eval_engine`) makes the mask
+on screen and its metrics in a worker. While the slider moves, napari's
+shader draws the raw ``probability > t`` preview (see
+:mod:`napari_segloop.widgets.previews`) and the read-out follows the raw
+threshold curve in O(1); when it is released or pauses, ``<image> mask`` is
+made with the post-processing and the read-out describes that mask. The
+Confusion dock views the same state, so both always agree.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QDoubleSpinBox,
@@ -37,86 +36,40 @@ from qtpy.QtWidgets import (
 )
 
 from napari_segloop.core.bundle import PostProcess, set_bundle_threshold
-from napari_segloop.core.errors import InputError, SegloopError
+from napari_segloop.core.errors import SegloopError
 from napari_segloop.core.evaluation.curve import ThresholdCurve, otsu_threshold
-from napari_segloop.core.masks import apply_threshold, postprocess_2d
+from napari_segloop.core.evaluation.planes import select_planes
+from napari_segloop.core.evaluation.processed import ProcessedBest, best_processed_threshold, processed_curve
 from napari_segloop.widgets import outputs, previews
 from napari_segloop.widgets.curve_plot import CurvePlot
+from napari_segloop.widgets.eval_controls import GroundTruthBox, bind_layer_choice, objects_choice
+from napari_segloop.widgets.eval_engine import EvaluationEngine, engine_for
+from napari_segloop.widgets.eval_state import postprocess_active
 from napari_segloop.widgets.evaluation import (
-    REGION_ALL,
-    REGION_VIEW,
     SLIDER_STEPS,
-    CurveStore,
     LatestRunner,
-    RegionChoice,
-    camera_events,
     connect_for_lifetime,
     format_value,
-    initial_threshold,
     model_default,
     notify_once,
-    read_region,
     slider_step,
     slider_threshold,
-    truth_problem,
 )
 from napari_segloop.widgets.jobs import JobFailed
 from napari_segloop.widgets.layer_io import layer_array
-from napari_segloop.widgets.pickers import (
-    LayerChoice,
-    is_labels,
-    is_probability_layer,
-    is_shapes,
-    is_truth_candidate,
-    probability_rank,
-)
+from napari_segloop.widgets.pickers import LayerChoice, is_probability_layer, probability_rank
 from napari_segloop.widgets.session import session_for, unwrap
 
-#: Milliseconds without a slider move after which the mask layer is written.
-PAUSE_MS = 200
-#: Milliseconds to wait after a layer is edited before rebuilding the curve.
-EDIT_PAUSE_MS = 300
-NO_TRUTH = "none"
+__all__ = ["MaskResult", "ThresholdDock", "best_job", "otsu_job", "postprocess_active"]
 
 
 @dataclass(frozen=True)
 class MaskResult:
-    """The mask written to ``<image> mask`` for one threshold and post-processing."""
+    """The threshold and post-processing of a mask (kept for callers of the previous dock)."""
 
     threshold: float
     postprocess: PostProcess
     data: np.ndarray
-
-
-def postprocess_active(pp: PostProcess) -> bool:
-    """True if ``pp`` changes a thresholded mask."""
-    return bool(pp.min_size > 0 or pp.fill_holes or pp.instances or pp.split_touching)
-
-
-def mask_job(prob: np.ndarray, threshold: float, pp: PostProcess) -> Generator[None, None, MaskResult]:
-    """Worker job: ``prob > threshold`` (float32), then post-processing, slice by slice.
-
-    Yields after every slice, so a newer request stops it early.
-    """
-    prob = np.asarray(prob)
-    planes = prob.reshape(-1, *prob.shape[-2:])
-    binary = np.empty(planes.shape, dtype=np.uint8)
-    for i, plane in enumerate(planes):
-        apply_threshold(plane.astype(np.float32, copy=False), threshold, out=binary[i])
-        yield None
-    if not postprocess_active(pp):
-        return MaskResult(threshold, pp, binary.reshape(prob.shape))
-    out = np.zeros(planes.shape, dtype=np.int32 if pp.instances else np.uint8)
-    offset = 0
-    for i in range(binary.shape[0]):
-        result = postprocess_2d(binary[i], pp)
-        if pp.instances:
-            result = result.astype(np.int32, copy=False)
-            result[result > 0] += offset
-            offset = max(offset, int(result.max(initial=0)))
-        out[i] = result
-        yield None
-    return MaskResult(threshold, pp, out.reshape(prob.shape))
 
 
 def best_job(curve: ThresholdCurve) -> Generator[None, None, Any]:
@@ -125,10 +78,47 @@ def best_job(curve: ThresholdCurve) -> Generator[None, None, Any]:
     return curve.best_threshold("dice")
 
 
-def otsu_job(prob: np.ndarray, region: np.ndarray | None) -> Generator[None, None, float]:
-    """Worker job: Otsu's threshold of the probabilities (in the region)."""
+def best_processed_job(prob: Any, truth: Any, pp: PostProcess, region: Any, planes: Any, object_dims: int,
+                       curve: ThresholdCurve | None) -> Generator[Any, None, ProcessedBest]:
+    """Worker job: the best-Dice threshold of the post-processed mask (a search over thresholds).
+
+    The raw curve's exact optimum (computed here, in the worker) is one of the candidates.
+    """
     yield None
+    start = None if curve is None else curve.best_threshold("dice").threshold
+    return (yield from best_processed_threshold(np.asarray(prob), np.asarray(truth), pp, region=region,
+                                                planes=planes, object_dims=object_dims, start=start))
+
+
+def points_job(prob: Any, truth: Any, pp: PostProcess, region: Any, planes: Any, object_dims: int,
+               key: Any) -> Generator[Any, None, tuple[Any, list[tuple[float, float]]]]:
+    """Worker job: the post-processed mask's Dice at the coarse thresholds (the plot's curve)."""
+    yield None
+    points = yield from processed_curve(np.asarray(prob), np.asarray(truth), pp, region=region,
+                                        planes=planes, object_dims=object_dims)
+    return key, [(t, m.dice) for t, m in points]
+
+
+def otsu_job(prob: np.ndarray, region: np.ndarray | None,
+             planes: tuple[int, ...] | None = None) -> Generator[None, None, float]:
+    """Worker job: Otsu's threshold of the probabilities (in the region and the predicted planes)."""
+    yield None
+    prob = np.asarray(prob)
+    if planes is not None:
+        prob = select_planes(prob, planes)
+        if region is not None and region.ndim > 2:
+            region = select_planes(region, planes)
     return otsu_threshold(prob, region)
+
+
+def _range_text(lower: float, upper: float) -> str:
+    """``any threshold in [a, b)``, or ``only this threshold`` when the range is one value."""
+    if not np.isfinite(upper):
+        return f"any threshold in [{lower:.6g}, 1] gives this mask"
+    if float(np.float32(upper)) <= float(np.nextafter(np.float32(lower), np.float32(2))) \
+            or f"{lower:.6g}" == f"{upper:.6g}":
+        return "the next probability value is just above it"
+    return f"any threshold in [{lower:.6g}, {upper:.6g}) gives this mask"
 
 
 class ThresholdDock(QWidget):
@@ -144,30 +134,21 @@ class ThresholdDock(QWidget):
         super().__init__()
         self.viewer = unwrap(napari_viewer)
         self.session = session_for(self.viewer)
-        self.curves: CurveStore = self.session.shared("curves", CurveStore)
-        self._prob: Any = None
-        self._threshold = 0.5
-        self._curve: ThresholdCurve | None = None
-        self._curve_key: Any = None
-        self._region = RegionChoice()
-        self._applied: tuple[float, PostProcess] | None = None
-        self._want_best = False
+        self.engine: EvaluationEngine = engine_for(self.session)
+        self.state = self.engine.state
+        self.curves = self.engine.curves
         self._reported: set[str] = set()
         self._alive = True
+        self._want_best = False
         self.best: Any = None
-        self.mask_runner = LatestRunner(mask_job, self._apply_mask, self)
         self.aux_runner = LatestRunner(lambda job, *a: job(*a), self._apply_aux, self)
-        self._pause = QTimer(self)
-        self._pause.setSingleShot(True)
-        self._pause.setInterval(PAUSE_MS)
-        self._pause.timeout.connect(self.refresh_mask)
-        self._inputs_timer = QTimer(self)
-        self._inputs_timer.setSingleShot(True)
-        self._inputs_timer.setInterval(EDIT_PAUSE_MS)
-        self._inputs_timer.timeout.connect(self._update_curve)
+        self.points_runner = LatestRunner(points_job, self._apply_points, self)
+        self._points_key: Any = None
         self._build()
         self._connect()
-        self._bind(self.prob_combo.layer(), force=True)
+        self.engine.attach(self)
+        self._render_controls()
+        self._render()
 
     # -- layout --------------------------------------------------------------
     def _build(self) -> None:
@@ -184,7 +165,7 @@ class ThresholdDock(QWidget):
         self.slider.setRange(0, SLIDER_STEPS - 1)
         self.slider.setSingleStep(1)
         self.slider.setPageStep(50)
-        self.slider.setToolTip("Foreground where probability > threshold. The mask follows while you "
+        self.slider.setToolTip("Foreground where probability > threshold. The raw mask follows while you "
                                "drag; post-processing is applied when you release or pause.")
         self.spin = QDoubleSpinBox()
         self.spin.setRange(0.0, 1.0)
@@ -198,8 +179,9 @@ class ThresholdDock(QWidget):
 
         auto = QHBoxLayout()
         self.best_button = QPushButton("Best")
-        self.best_button.setToolTip("The threshold with the highest Dice against the ground truth "
-                                    "(exact, over every probability value).")
+        self.best_button.setToolTip("The threshold with the highest Dice of the mask you see against the "
+                                    "ground truth (exact over every probability value without "
+                                    "post-processing; searched over thresholds with it).")
         self.otsu_button = QPushButton("Otsu")
         self.otsu_button.setToolTip("Otsu's threshold of the probabilities (no ground truth needed).")
         self.default_button = QPushButton("Model default")
@@ -209,44 +191,56 @@ class ThresholdDock(QWidget):
         form.addRow("Automatic", auto)
         layout.addLayout(form)
 
-        pp_box = QGroupBox("Post-processing (applied on release)")
-        pp_form = QFormLayout(pp_box)
+        self.pp_box = QGroupBox("Post-processing (applied on release)")
+        self.pp_box.setCheckable(True)
+        self.pp_box.setToolTip("Untick to see and score the raw mask (probability > threshold).")
+        pp_form = QFormLayout(self.pp_box)
+        pp_form.setContentsMargins(6, 6, 6, 6)
         self.min_size_spin = QSpinBox()
         self.min_size_spin.setRange(0, 10_000_000)
         self.min_size_spin.setSuffix(" px")
         self.min_size_spin.setSpecialValueText("off")
         self.min_size_spin.setKeyboardTracking(False)
-        self.min_size_spin.setToolTip("Remove objects smaller than this many pixels.")
+        self.min_size_spin.setToolTip("Remove objects smaller than this many pixels "
+                                      "(voxels for 3-D objects).")
         pp_form.addRow("Remove smaller than", self.min_size_spin)
         checks = QHBoxLayout()
         self.fill_holes_check = QCheckBox("Fill holes")
         self.split_check = QCheckBox("Split touching")
-        self.split_check.setToolTip("Separate touching roundish objects (distance-transform watershed).")
+        self.split_check.setToolTip("Separate touching roundish objects (distance-transform watershed; "
+                                    "seeds at least half an object diameter apart).")
         self.instances_check = QCheckBox("Instances")
         self.instances_check.setToolTip("Give every object its own label (connected components).")
         for check in (self.fill_holes_check, self.split_check, self.instances_check):
             checks.addWidget(check)
         pp_form.addRow(checks)
-        layout.addWidget(pp_box)
+        self.diameter_spin = QDoubleSpinBox()
+        self.diameter_spin.setRange(0.0, 10_000.0)
+        self.diameter_spin.setDecimals(1)
+        self.diameter_spin.setSuffix(" px")
+        self.diameter_spin.setSpecialValueText("auto")
+        self.diameter_spin.setKeyboardTracking(False)
+        self.diameter_spin.setToolTip("Typical object diameter for 'Split touching': seeds closer than "
+                                      "about half of it merge, so one oval object is not cut in two. "
+                                      "auto: the model's object size, else measured on the mask.")
+        pp_form.addRow("Object diameter", self.diameter_spin)
+        self.objects_combo = objects_choice(self.engine, self)
+        self.objects_label = QLabel("Objects")
+        pp_form.addRow(self.objects_label, self.objects_combo)
+        layout.addWidget(self.pp_box)
 
-        gt_box = QGroupBox("Compare with ground truth")
-        gt_form = QFormLayout(gt_box)
-        self.truth_combo = LayerChoice(self.viewer, is_truth_candidate, specials=[("(none)", NO_TRUTH)],
-                                       prefer=is_labels, parent=self)
-        self.truth_combo.setToolTip("A Labels layer with the true objects (mask or instance ids).")
-        gt_form.addRow("Ground truth", self.truth_combo)
-        self.region_combo = LayerChoice(
-            self.viewer, is_shapes, specials=[("whole image", REGION_ALL), ("field of view", REGION_VIEW)],
-            parent=self)
-        self.region_combo.setToolTip("Evaluate only inside the shapes of a Shapes layer, or the part of "
-                                     "the image shown in the canvas (for partial ground truth).")
-        gt_form.addRow("Region", self.region_combo)
+        self.truth_box = GroundTruthBox(self.viewer, self.engine, self)
+        self.truth_combo = self.truth_box.truth_combo
+        self.region_combo = self.truth_box.region_combo
         self.plot = CurvePlot(self)
-        gt_form.addRow(self.plot)
+        self.truth_box.layout().addRow(self.plot)
         self.readout = QLabel()
+        self.readout.setToolTip("Pixel metrics of the mask on screen. '(raw)': while the slider moves, "
+                                "of the raw threshold the preview shows; the post-processed mask's "
+                                "follow when you release or pause.")
         self.readout.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        gt_form.addRow(self.readout)
-        layout.addWidget(gt_box)
+        self.truth_box.layout().addRow(self.readout)
+        layout.addWidget(self.truth_box)
 
         self.save_button = QPushButton("Save threshold to model")
         self.save_button.setToolTip("Store this threshold and post-processing in the loaded model's "
@@ -262,370 +256,321 @@ class ThresholdDock(QWidget):
         layout.addStretch(1)
 
     def _connect(self) -> None:
-        self.prob_combo.value_changed.connect(self._bind)
+        state = self.state
+        bind_layer_choice(self.prob_combo, state, "probability",
+                          lambda layer: setattr(state, "probability", layer))
         self.slider.valueChanged.connect(self._on_slider)
-        self.slider.sliderReleased.connect(self._on_released)
+        self.slider.sliderReleased.connect(self.engine.settle)
         self.spin.valueChanged.connect(self._on_spin)
         self.best_button.clicked.connect(self.best_threshold)
         self.otsu_button.clicked.connect(self.otsu)
         self.default_button.clicked.connect(self.model_default)
         self.save_button.clicked.connect(self.save_to_model)
-        self.min_size_spin.valueChanged.connect(self._on_postprocess_changed)
-        for check in (self.fill_holes_check, self.split_check, self.instances_check):
-            check.toggled.connect(self._on_postprocess_changed)
-        self.truth_combo.value_changed.connect(self._on_inputs_changed)
-        self.region_combo.value_changed.connect(self._on_inputs_changed)
+        self.pp_box.toggled.connect(self._on_processing)
+        self.min_size_spin.valueChanged.connect(lambda v: state.set_postprocess(min_size=int(v)))
+        self.fill_holes_check.toggled.connect(lambda v: state.set_postprocess(fill_holes=bool(v)))
+        self.split_check.toggled.connect(lambda v: state.set_postprocess(split_touching=bool(v)))
+        self.instances_check.toggled.connect(lambda v: state.set_postprocess(instances=bool(v)))
+        self.diameter_spin.valueChanged.connect(
+            lambda v: state.set_postprocess(object_diameter=float(v) if v > 0 else None))
         self.plot.threshold_picked.connect(self.set_threshold)
-        camera = camera_events(self.viewer)
         pairs = [
-            (self.session.threshold_changed, self._on_session_threshold),
-            (self.curves.data_changed, self._on_layer_data),
-            (self.curves.exact_ready, self._on_exact_ready),
-            (camera.center, self._on_camera),
-            (camera.zoom, self._on_camera),
+            (self.engine.changed, self._render),
+            (self.engine.ticked, self._on_tick),
+            (state.events, self._on_state),
         ]
         dock = self
 
-        def _on_destroyed() -> None:
+        def _destroyed() -> None:
             dock._alive = False
-            dock.mask_runner.cancel()
             dock.aux_runner.cancel()
+            dock.points_runner.cancel()
 
-        connect_for_lifetime(self, pairs, _on_destroyed)
+        connect_for_lifetime(self, pairs, _destroyed)
 
     # -- state ---------------------------------------------------------------
     @property
     def threshold(self) -> float:
         """The current threshold (exact; foreground where probability > threshold)."""
-        return self._threshold
+        return float(self.state.threshold)
 
     @property
     def probability_layer(self) -> Any:
         """The probability layer the dock is bound to, or None."""
-        return self._prob
+        return self.state.probability
 
     @property
     def curve(self) -> ThresholdCurve | None:
-        """The threshold curve against the ground truth, once built."""
-        return self._curve
+        """The raw threshold curve against the ground truth, once built."""
+        return self.engine.whole_curve
 
     def postprocess(self) -> PostProcess:
-        """The post-processing chosen in the dock."""
-        return PostProcess(
-            min_size=int(self.min_size_spin.value()),
-            fill_holes=self.fill_holes_check.isChecked(),
-            instances=self.instances_check.isChecked(),
-            split_touching=self.split_check.isChecked(),
-        )
+        """The post-processing of the mask on screen (all off when post-processing is unticked)."""
+        return self.state.effective_postprocess() or PostProcess()
 
     def set_postprocess(self, pp: PostProcess) -> None:
-        """Show ``pp`` in the dock (refreshes the mask once)."""
-        widgets = (self.min_size_spin, self.fill_holes_check, self.split_check, self.instances_check)
-        for w in widgets:
-            w.blockSignals(True)
-        try:
-            self.min_size_spin.setValue(int(pp.min_size))
-            self.fill_holes_check.setChecked(bool(pp.fill_holes))
-            self.split_check.setChecked(bool(getattr(pp, "split_touching", False)))
-            self.instances_check.setChecked(bool(pp.instances))
-        finally:
-            for w in widgets:
-                w.blockSignals(False)
-        self._on_postprocess_changed()
+        """Use ``pp`` (and tick post-processing)."""
+        with self.state.events.blocked():
+            self.state.processing = True
+        self.state.postprocess = pp
+        self._render_controls()
 
     def mask_layer(self) -> Any:
         """The ``<image> mask`` Labels layer of the bound probability layer, or None."""
-        if self._prob is None:
+        prob = self.state.probability
+        if prob is None:
             return None
-        return outputs.find_output(self.viewer, outputs.MASK_ROLE, outputs.base_name(self._prob))
+        return outputs.find_output(self.viewer, outputs.MASK_ROLE, outputs.base_name(prob))
 
     def preview_layer(self) -> Any:
         """The ``<image> mask preview`` layer of the bound probability layer, or None."""
-        if self._prob is None:
+        prob = self.state.probability
+        if prob is None:
             return None
-        return outputs.find_output(self.viewer, previews.MASK_PREVIEW_ROLE, outputs.base_name(self._prob))
+        return outputs.find_output(self.viewer, previews.MASK_PREVIEW_ROLE, outputs.base_name(prob))
 
     @property
     def busy(self) -> bool:
         """True while a mask, curve or automatic threshold is being computed."""
-        return (self.mask_runner.busy or self.aux_runner.busy or self._pause.isActive()
-                or self._inputs_timer.isActive() or self.curves.building)
+        return self.aux_runner.busy or self.points_runner.busy or self.engine.busy
 
-    # -- binding -------------------------------------------------------------
-    def _bind(self, layer: Any, force: bool = False) -> None:
-        """Follow another probability layer (or none)."""
-        layer = unwrap(layer) if layer is not None else None
-        old = self._prob
-        if layer is old and not force:
-            return
-        self.mask_runner.cancel()
-        self.aux_runner.cancel()
-        if old is not None:
-            outputs.remove_output(self.viewer, self.preview_layer())
-        self._prob = layer
-        self._applied = None
-        self.best = None
-        self.plot.set_best(None)
-        enabled = layer is not None
-        for w in (self.slider, self.spin, self.best_button, self.otsu_button, self.default_button,
-                  self.save_button):
-            w.setEnabled(enabled)
-        if layer is None:
-            self.status.setText("Choose a probability map: run the Predict dock, or open a "
-                                "floating-point image with values in [0, 1].")
-            self._update_curve()
-            return
-        self.status.setText("")
-        self._threshold = initial_threshold(self.session, layer)
-        self._show_controls(self._threshold)
-        self._ensure_preview(visible=True)
-        self._update_curve()
-        if self.session.threshold(layer) is None:
-            self.session.set_threshold(layer, self._threshold)
-        self.refresh_mask()
-
-    def _ensure_preview(self, visible: bool) -> Any:
-        prob = self._prob
-        if prob is None:
-            return None
-        return outputs.ensure_image(
-            self.viewer, previews.MASK_PREVIEW_ROLE, outputs.base_name(prob), layer_array(prob), prob,
-            colormap=previews.mask_colormap(), contrast_limits=previews.preview_limits(self._threshold),
-            visible=visible,
-        )
-
-    # -- threshold changes ----------------------------------------------------
+    # -- controls ---------------------------------------------------------------
     def set_threshold(self, value: float) -> None:
-        """Make ``value`` (clipped to [0, 1]) the threshold of the bound probability layer."""
-        value = float(min(max(float(value), 0.0), 1.0))
-        if self._prob is None:
-            self._threshold = value
-            self._show_controls(value)
-            return
-        self.session.set_threshold(self._prob, value)
+        """Make ``value`` (clipped to [0, 1]) the threshold."""
+        self.state.set_threshold(value)
+
+    def refresh_mask(self) -> None:
+        """Make the mask now (as when the slider is released)."""
+        self.engine.settle()
 
     def _on_slider(self, step: int) -> None:
         self.set_threshold(slider_threshold(step))
 
     def _on_spin(self, value: float) -> None:
-        if abs(value - self._threshold) > 0.5e-6:  # not the rounded display of the current value
+        if abs(value - self.state.threshold) > 0.5e-6:  # not the rounded display of the current value
             self.set_threshold(value)
 
-    def _on_released(self) -> None:
-        self._pause.stop()
-        self.refresh_mask()
+    def _on_processing(self, on: bool) -> None:
+        self.state.processing = bool(on)
 
-    def _show_controls(self, value: float) -> None:
-        self.slider.blockSignals(True)
-        self.spin.blockSignals(True)
+    def _on_state(self, info: Any) -> None:
+        name = getattr(getattr(info, "signal", None), "name", "")
+        if self._alive and name != "threshold":  # threshold ticks: see _on_tick (the hot path)
+            self._render_controls()
+
+    def _render_controls(self) -> None:
+        """Show the state's threshold and post-processing in the controls (no signals back)."""
+        state = self.state
+        pp = state.postprocess
+        widgets = (self.slider, self.spin, self.pp_box, self.min_size_spin, self.fill_holes_check,
+                   self.split_check, self.instances_check, self.diameter_spin)
+        for w in widgets:
+            w.blockSignals(True)
         try:
-            self.slider.setValue(slider_step(value))
-            self.spin.setValue(value)
+            self.slider.setValue(slider_step(state.threshold))
+            self.spin.setValue(state.threshold)
+            self.pp_box.setChecked(bool(state.processing))
+            self.min_size_spin.setValue(int(pp.min_size))
+            self.fill_holes_check.setChecked(bool(pp.fill_holes))
+            self.split_check.setChecked(bool(pp.split_touching))
+            self.instances_check.setChecked(bool(pp.instances))
+            diameter = getattr(pp, "object_diameter", None)
+            self.diameter_spin.setValue(float(diameter or 0.0))
         finally:
-            self.slider.blockSignals(False)
-            self.spin.blockSignals(False)
+            for w in widgets:
+                w.blockSignals(False)
+        self.diameter_spin.setEnabled(bool(pp.split_touching))
+        inp = self.engine.inputs
+        stack = inp is not None and inp.is_stack
+        self.objects_combo.setVisible(stack)
+        self.objects_label.setVisible(stack)
+        self.min_size_spin.setSuffix(" voxels" if stack and state.object_dims == 3 else " px")
 
-    def _on_session_threshold(self, layer: Any, value: float) -> None:
-        """One tick: everything the user sees follows at once, the mask layer after a pause."""
-        if layer is not self._prob or not self._alive:
-            return
-        self._threshold = float(value)
-        self._show_controls(self._threshold)
-        self.mask_runner.cancel()  # a result for an older threshold is never drawn
-        preview = self.preview_layer()
-        if preview is None:
-            preview = self._ensure_preview(visible=True)
-        else:
-            preview.contrast_limits = previews.preview_limits(self._threshold)
-        mask = self.mask_layer()
-        if mask is not None and mask.visible and self._applied != (self._threshold, self.postprocess()):
-            mask.visible = False
-        outputs.set_visible(preview, True)
-        self._show_metrics()
-        self._pause.start()
-
-    def _on_postprocess_changed(self, *_: Any) -> None:
-        self.refresh_mask()
-
-    # -- the mask layer -------------------------------------------------------
-    def refresh_mask(self) -> None:
-        """Threshold and post-process in a worker, then update ``<image> mask`` (newest request wins)."""
-        self._pause.stop()
-        if self._prob is None:
-            return
-        self.mask_runner.request(layer_array(self._prob), self._threshold, self.postprocess())
-
-    def _apply_mask(self, result: Any) -> None:
-        from napari.utils.notifications import show_error
-
-        if not self._alive or self._prob is None:
-            return
-        if isinstance(result, JobFailed):
-            show_error(f"{self._prob.name}: {result.message}")
-            self.status.setText(result.message)
-            return
-        if result.threshold != self._threshold or result.postprocess != self.postprocess():
-            return  # stale: a newer request follows
-        self.session.set_mask_settings(result.threshold, result.postprocess)
-        prob = self._prob
-        pp = result.postprocess
-        outputs.write_labels(
-            self.viewer, outputs.MASK_ROLE, outputs.base_name(prob), result.data, prob,
-            colormap=outputs.mask_labels_colormap(pp.instances),
-            colormap_key="instances" if pp.instances else "binary",
-        )
-        outputs.set_visible(self.preview_layer(), False)
-        self._applied = (result.threshold, pp)
-        steps = [f"threshold {result.threshold:.6g}"]
-        if postprocess_active(pp):
-            steps.append("post-processed")
-        if pp.instances:
-            steps.append(f"{int(result.data.max(initial=0))} objects")
-        self.mask_info.setText(f"Layer '{outputs.base_name(prob)} mask': " + ", ".join(steps) + ".")
-
-    # -- ground truth, curve, metrics -----------------------------------------
-    def _on_inputs_changed(self, *_: Any) -> None:
-        self._update_curve()
-
-    def _on_layer_data(self, layer: Any) -> None:
-        if not self._alive:
-            return
-        if layer is self._prob:
-            self._ensure_preview(visible=self.preview_layer() is None or self.preview_layer().visible)
-            self._inputs_timer.start()
-            self._pause.start()
-        elif layer is self.truth_combo.layer() or layer is self.region_combo.layer():
-            self._inputs_timer.start()
-
-    def _on_camera(self, *_: Any) -> None:
-        if self._alive and self.region_combo.value() == REGION_VIEW:
-            self._inputs_timer.start()
-
+    # -- read-outs -----------------------------------------------------------------
     def _report(self, message: str, level: str = "error") -> None:
         """Status line, and one notification per distinct message (not one per slider step)."""
         notify_once(self.status, self._reported, message, level)
 
-    def _update_curve(self) -> None:
-        """Ask for the curve of the probability map against the ground truth (built in a worker)."""
-        self._inputs_timer.stop()
-        prob, truth = self._prob, self.truth_combo.layer()
-        self._curve = None
-        self._curve_key = None
-        self.best_button.setEnabled(prob is not None and truth is not None)
-        if prob is None or truth is None:
+    def _on_tick(self, value: float) -> None:
+        if not self._alive:
+            return
+        self._show_threshold(value)
+        self._show_metrics()
+
+    def _show_threshold(self, value: float) -> None:
+        """Only the slider and the number field (every tick)."""
+        step = slider_step(value)
+        if self.slider.value() != step:
+            self.slider.blockSignals(True)
+            self.slider.setValue(step)
+            self.slider.blockSignals(False)
+        if abs(self.spin.value() - value) > 0.5e-6:
+            self.spin.blockSignals(True)
+            self.spin.setValue(value)
+            self.spin.blockSignals(False)
+
+    def _render(self) -> None:
+        """Redraw from the engine (inputs, curve, mask, score)."""
+        if not self._alive:
+            return
+        engine, state = self.engine, self.state
+        inp = engine.inputs
+        prob = state.probability
+        enabled = prob is not None
+        for w in (self.slider, self.spin, self.otsu_button, self.default_button, self.save_button):
+            w.setEnabled(enabled)
+        self.best_button.setEnabled(enabled and inp is not None and inp.truth is not None)
+        self._render_controls()
+        if prob is None:
+            self._show_note(engine.message)
+            self.plot.set_curve(None, "Choose a probability map.")
+            self.readout.setText("")
+            self.mask_info.setText("")
+            return
+        curve = engine.whole_curve
+        if inp is None or inp.truth is None:
             self.plot.set_curve(None, "Choose a ground truth to see Dice, precision and recall "
                                       "against the threshold.")
             self.readout.setText("")
-            return
-        shape = tuple(layer_array(prob).shape)
-        problem = truth_problem(truth, shape)
-        if problem is None:
-            try:
-                self._region = read_region(self.viewer, self.region_combo.value(), prob, shape,
-                                           self._region_version())
-            except InputError as exc:
-                problem = str(exc)
-        if problem is not None:
-            self._report(problem)
-            self.plot.set_curve(None, "No curve: see the message below.")
-            self.readout.setText("Dice n/a · IoU n/a · precision n/a · recall n/a")
-            self.best_button.setEnabled(False)
-            return
-        key = self.curves.key(prob, truth, self._region.key, None)
-        self._curve_key = key
-        result = self.curves.request(prob, truth, self._region, None,
-                                     lambda value: self._on_curve(key, value))
-        if result is None:
+        elif curve is None:
             self.plot.set_curve(None, "Computing the curve…")
-            self.readout.setText("Dice … · IoU … · precision … · recall …")
-        else:
-            self._on_curve(key, result)
-
-    def _region_version(self) -> int:
-        layer = self.region_combo.layer()
-        return 0 if layer is None else self.curves.version(layer)
-
-    def _on_curve(self, key: Any, value: Any) -> None:
-        if not self._alive or key != self._curve_key:
-            return
-        if isinstance(value, JobFailed):
-            self._report(value.message)
-            self.plot.set_curve(None, "No curve: see the message below.")
-            return
-        self._curve = value
-        truth = self.truth_combo.layer()
-        if value.n_positive == 0 and truth is not None:
-            self._report(f"The ground truth {truth.name!r} has no foreground pixels in the "
-                         f"{self._region.label}: Dice and IoU are 1 only for an empty mask, "
-                         "precision and recall read n/a where undefined.", "warning")
-        self.plot.set_curve(value.curve())
+        elif self.plot_curve_source() is not curve:
+            self.plot.set_curve(curve.curve())
+            self._plotted = curve
+            if curve.n_positive == 0:
+                self._report(f"The ground truth {inp.truth.name!r} has no foreground pixels in the "
+                             f"{inp.region.label}: Dice and IoU are 1 only for an empty mask, "
+                             "precision and recall read n/a where undefined.", "warning")
+        notes = [engine.planes_text()] if engine.planes_text() else []
+        if engine.failure:
+            notes.append(engine.failure)
+        self._show_note(" ".join(notes))
         self._show_metrics()
-        if self._want_best:
+        mask = engine.mask
+        if mask is not None and engine.mask_current and inp is not None and inp.kind == "probability":
+            steps = [f"threshold {mask.threshold:.6g}"]
+            pp = mask.postprocess
+            if pp is None:
+                steps.append("no post-processing" if postprocess_active(state.postprocess) else "raw")
+            else:
+                steps.append("post-processed")
+                if pp.instances:
+                    steps.append(f"{int(mask.data.max(initial=0))} objects")
+            if inp.is_stack and state.object_dims == 3:
+                steps.append("3-D objects")
+            self.mask_info.setText(f"Layer '{inp.base} mask': " + ", ".join(steps) + ".")
+        self._request_points()
+        if self._want_best and curve is not None:
             self.best_threshold()
 
-    def _on_exact_ready(self, curve: Any) -> None:
-        if self._alive and curve is self._curve:
-            self._show_metrics()
-
-    def _curve_metrics(self) -> Any:
-        curve = self._curve
-        if curve is None:
+    def _points_wanted(self) -> Any:
+        """Identity of the post-processed curve to plot now (None: no post-processing or no truth)."""
+        engine, state = self.engine, self.state
+        inp = engine.inputs
+        pp = state.effective_postprocess()
+        if inp is None or inp.truth is None or inp.kind != "probability" or pp is None:
             return None
-        if curve.step_of(self._threshold) is None and not self.curves.is_exact(curve):
-            return None  # off the slider steps: wait for the sorted copy (never block the GUI)
-        return curve.metrics(self._threshold)
+        return (id(inp.prediction), self.curves.version(inp.prediction), pp, int(state.object_dims),
+                id(inp.truth), self.curves.version(inp.truth), inp.region.key, inp.planes)
+
+    def _request_points(self) -> None:
+        """Plot the post-processed mask's Dice (made in a worker when inputs or post-processing change)."""
+        key = self._points_wanted()
+        if key == self._points_key:
+            return
+        self._points_key = key
+        self.plot.set_processed(None)
+        if key is None:
+            self.points_runner.cancel()
+            return
+        inp, state = self.engine.inputs, self.state
+        self.points_runner.request(layer_array(inp.prediction), layer_array(inp.truth),
+                                   state.effective_postprocess(), inp.region.mask, inp.planes,
+                                   int(state.object_dims), key)
+
+    def _apply_points(self, result: Any) -> None:
+        if not self._alive or isinstance(result, JobFailed):
+            return
+        key, points = result
+        if key == self._points_key:
+            self.plot.set_processed(points)
+
+    def _show_note(self, note: str) -> None:
+        """Show the engine's note in the status line, unless a newer message of the dock's is there."""
+        previous = getattr(self, "_note", "")
+        if note != previous and (self.status.text() in ("", previous) or note):
+            self.status.setText(note)
+        self._note = note
+
+    def plot_curve_source(self) -> Any:
+        """The curve the plot shows (None if none)."""
+        return getattr(self, "_plotted", None) if self.plot.has_curve else None
 
     def _show_metrics(self) -> None:
-        self.plot.set_threshold(self._threshold)
-        if self._curve is None:
+        engine = self.engine
+        self.plot.set_threshold(self.state.threshold)
+        inp = engine.inputs
+        if inp is None or inp.truth is None:
             return
-        m = self._curve_metrics()
-        if m is None:
-            self.readout.setText("Dice … · IoU … · precision … · recall …")
-            return
+        if engine.score_current:
+            ev = engine.score.evaluation
+            m = getattr(ev, "whole", None) or ev
+            m = m.pixel
+            what = "" if engine.mask is None or engine.mask.postprocess is None else " (post-processed)"
+        else:
+            m = engine.live_pixels("whole")
+            what = " (raw)" if self.state.effective_postprocess() else ""
+            if m is None:
+                self.readout.setText("Dice … · IoU … · precision … · recall …")
+                return
         self.readout.setText(
             f"Dice {format_value(m.dice, 3)} · IoU {format_value(m.iou, 3)} · "
-            f"precision {format_value(m.precision, 3)} · recall {format_value(m.recall, 3)}"
+            f"precision {format_value(m.precision, 3)} · recall {format_value(m.recall, 3)}{what}"
         )
 
     # -- automatic thresholds ---------------------------------------------------
     def best_threshold(self) -> None:
-        """Set the exact best-Dice threshold against the ground truth (computed in a worker)."""
+        """Set the best-Dice threshold of the mask on screen against the ground truth (in a worker).
+
+        Without post-processing it is the exact optimum over every probability
+        value (from the sorted curve); with post-processing, the mask's Dice is
+        searched over thresholds (the post-processing changes with each).
+        """
         self._want_best = False
-        if self._prob is None:
+        engine, state = self.engine, self.state
+        inp = engine.inputs
+        if state.probability is None:
             self._report("Choose a probability map first.")
             return
-        if self.truth_combo.layer() is None:
+        if inp is None or inp.truth is None:
             self._report("Choose a ground-truth layer first: the best threshold is the one with the "
                          "highest Dice against it.")
             return
-        if self._curve is None:
-            if self._curve_key is None:
-                self._update_curve()
-            if self._curve_key is not None:
-                self._want_best = True
-                self.status.setText("Computing the best threshold…")
+        curve = engine.whole_curve
+        if curve is None:
+            self._want_best = True
+            self.status.setText("Computing the best threshold…")
             return
-        self.status.setText("Computing the best threshold…")
-        self.aux_runner.request(best_job, self._curve)
+        pp = state.effective_postprocess()
+        if pp is None:
+            self.status.setText("Computing the best threshold…")
+            self.aux_runner.request(best_job, curve)
+            return
+        self.status.setText("Computing the best threshold of the post-processed mask…")
+        self.aux_runner.request(best_processed_job, layer_array(inp.prediction), layer_array(inp.truth), pp,
+                                inp.region.mask, inp.planes, int(state.object_dims), curve)
 
     def otsu(self) -> None:
-        """Set Otsu's threshold of the probabilities (in the region, if one is chosen)."""
-        if self._prob is None:
+        """Set Otsu's threshold of the probabilities (in the region and the predicted planes)."""
+        inp = self.engine.inputs
+        if self.state.probability is None or inp is None or inp.kind != "probability":
             self._report("Choose a probability map first.")
             return
-        shape = tuple(layer_array(self._prob).shape)
-        try:
-            region = read_region(self.viewer, self.region_combo.value(), self._prob, shape,
-                                 self._region_version())
-        except InputError as exc:
-            self._report(str(exc))
-            return
         self.status.setText("Computing Otsu's threshold…")
-        self.aux_runner.request(otsu_job, layer_array(self._prob), region.mask)
+        self.aux_runner.request(otsu_job, layer_array(inp.prediction), inp.region.mask, inp.planes)
 
     def _apply_aux(self, result: Any) -> None:
-        if not self._alive or self._prob is None:
+        if not self._alive or self.state.probability is None:
             return
         if isinstance(result, JobFailed):
             self._report(result.message)
@@ -634,13 +579,21 @@ class ThresholdDock(QWidget):
             self.set_threshold(result)
             self.status.setText(f"Otsu's threshold: {result:.6g}.")
             return
+        if isinstance(result, ProcessedBest):
+            self.best = result
+            self.plot.set_best(result.threshold)
+            self.set_threshold(result.threshold)
+            self.status.setText(
+                f"Best Dice {result.score:.4f} of the post-processed mask at threshold "
+                f"{result.threshold:.6g} (searched over {len(result.points)} thresholds; without "
+                "post-processing Best is exact).")
+            return
         self.best = result
         self.plot.set_best(result.threshold)
         self.set_threshold(result.threshold)
-        upper = "1" if not np.isfinite(result.upper) else f"{result.upper:.6g}"
         self.status.setText(
             f"Best Dice {result.score:.4f} at threshold {result.threshold:.6g} (exact optimum over every "
-            f"probability value; any threshold in [{result.threshold:.6g}, {upper}) gives this mask)."
+            f"probability value; {_range_text(result.threshold, result.upper)})."
         )
 
     def model_default(self) -> None:
@@ -649,6 +602,7 @@ class ThresholdDock(QWidget):
         if default.postprocess is not None:
             self.set_postprocess(default.postprocess)
         self.set_threshold(default.threshold)
+        self.engine.settle()
         self.status.setText(f"Threshold {default.threshold:.6g} from {default.source}.")
 
     def save_to_model(self) -> bool:
@@ -675,14 +629,14 @@ class ThresholdDock(QWidget):
             return False
         pp = self.postprocess()
         try:
-            settings = set_bundle_threshold(source, self._threshold, pp)
+            settings = set_bundle_threshold(source, self.threshold, pp)
         except SegloopError as exc:
             show_error(str(exc))
             self.status.setText(str(exc))
             return False
         bundle.settings = settings
         self.session.model_changed.emit(bundle)
-        text = (f"Saved threshold {self._threshold:.6g} and post-processing to {source}. "
+        text = (f"Saved threshold {self.threshold:.6g} and post-processing to {source}. "
                 f"`segloop predict --model {source} --threshold auto` gives this mask.")
         show_info(text)
         self.status.setText(text)
