@@ -59,7 +59,25 @@ def test_widgets_take_the_viewer(manifest):
         cls = _resolve(commands[widget.command])
         assert "napari_viewer" in inspect.signature(cls).parameters
         titles.add(widget.display_name)
-    assert {"Model", "Predict"} <= titles
+    assert {"segloop (all steps)", "Model", "Predict", "Threshold", "Confusion"} <= titles
+
+
+def test_panel_and_the_single_docks_are_contributed(manifest):
+    """The all-steps panel comes first in the Plugins menu; each dock stays available alone."""
+    commands = {c.id: c.python_name for c in manifest.contributions.commands}
+    widgets = [(w.display_name, commands[w.command]) for w in manifest.contributions.widgets]
+    assert widgets[0] == ("segloop (all steps)", "napari_segloop.widgets.panel:SegloopPanel")
+    singles = dict(widgets[1:])
+    assert singles == {
+        "Model": "napari_segloop.widgets.model_dock:ModelDock",
+        "Predict": "napari_segloop.widgets.predict_dock:PredictDock",
+        "Threshold": "napari_segloop.widgets.threshold_dock:ThresholdDock",
+        "Confusion": "napari_segloop.widgets.confusion_dock:ConfusionDock",
+    }
+    from napari_segloop.widgets.panel import DOCKS
+
+    # The panel's sections are the same dock classes.
+    assert {title: f"{module}:{name}" for title, (module, name) in DOCKS.items()} == singles
 
 
 def test_sample_data_gives_image_and_labels(manifest):

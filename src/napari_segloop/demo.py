@@ -1,10 +1,14 @@
-"""``segloop demo``: napari with the sample image, the default model and the plugin's docks.
+"""``segloop demo``: napari with the sample image, the default model and the plugin's panel.
 
-The Threshold and Confusion docks come with the sample's ground truth
-chosen, so after the prediction the window shows the mask, the TP / FP / FN
-overlay and its metrics.
+The demo docks the *segloop (all steps)* panel
+(:class:`~napari_segloop.widgets.panel.SegloopPanel`: the Model, Predict,
+Threshold and Confusion docks as collapsible sections in one scrolling column,
+so the window fits a 1600 x 1000 screen) with the sample's ground truth chosen
+in Threshold and Confusion; after the prediction the window shows the mask,
+the TP / FP / FN overlay and its metrics. Once the panel is docked and the
+window has its final size, the view is fitted to the image.
 
-The docks are added through napari's plugin system
+The panel is added through napari's plugin system
 (``viewer.window.add_plugin_dock_widget("napari-segloop", ...)``), so the demo
 also proves that napari discovers the plugin's manifest. With a screenshot
 path it predicts the sample image, saves a picture of the whole window and
@@ -20,7 +24,12 @@ from pathlib import Path
 from typing import Any
 
 PLUGIN = "napari-segloop"
+#: The display name of the panel in ``napari.yaml``.
+PANEL = "segloop (all steps)"
+#: The demo window's size (width, height) where the screen has room for it.
 WINDOW_SIZE = (1500, 950)
+#: Pixels kept free above the window for a window manager's title bar.
+TITLE_BAR = 40
 
 
 def _say(message: str) -> None:
@@ -47,54 +56,136 @@ def _settle(seconds: float = 1.0) -> None:
     wait_until(lambda: False, seconds)
 
 
-def open_demo(show: bool = True) -> tuple[Any, Any, Any, dict[str, Any]]:
-    """Open a viewer with the sample nuclei and the Model and Predict docks.
+def fit_to_screen(size: tuple[int, int] = WINDOW_SIZE) -> tuple[int, int]:
+    """``size`` (width, height), made smaller where the screen's free area is smaller.
+
+    The height leaves :data:`TITLE_BAR` pixels for the window manager's title bar.
+    """
+    from qtpy.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    screen = app.primaryScreen() if app is not None else None
+    if screen is None:
+        return size
+    free = screen.availableGeometry()
+    return min(size[0], free.width()), min(size[1], free.height() - TITLE_BAR)
+
+
+def _camera(viewer: Any) -> Any:
+    scene = getattr(viewer, "scene", None)  # napari >= 0.9 moved the camera to viewer.scene
+    return scene.camera if scene is not None else viewer.camera
+
+
+def _canvas_size(viewer: Any) -> tuple[int, ...]:
+    """The canvas size in pixels (height, width), as napari's model knows it."""
+    canvas = getattr(viewer, "canvas", None)  # napari >= 0.9
+    size = getattr(canvas, "size", None)
+    if size is None:
+        size = getattr(viewer, "_canvas_size", ())
+    return tuple(int(v) for v in size)
+
+
+def fit_view(viewer: Any, timeout: float = 3.0, still: float = 0.3) -> None:
+    """Fit the layers to the canvas once the window layout has settled.
+
+    napari fits the view when the first layer is added; docks added afterwards
+    make the canvas smaller, which leaves the image partly off it. This
+    processes Qt events until the canvas size has not changed for ``still``
+    seconds (at most ``timeout`` seconds), then calls ``viewer.reset_view()``.
+    """
+    last = [_canvas_size(viewer), time.monotonic()]
+
+    def settled() -> bool:
+        size, now = _canvas_size(viewer), time.monotonic()
+        if size != last[0]:
+            last[:] = [size, now]
+        return now - last[1] >= still
+
+    wait_until(settled, timeout)
+    viewer.reset_view()
+    wait_until(lambda: False, 0.05)
+
+
+def demo_panel(viewer: Any) -> tuple[Any, Any]:
+    """The panel docked in ``viewer`` (docked now if it is not yet).
+
+    Returns
+    -------
+    frame, panel
+        napari's dock frame and the :class:`~napari_segloop.widgets.panel.SegloopPanel`.
+    """
+    return viewer.window.add_plugin_dock_widget(PLUGIN, PANEL)
+
+
+def open_demo(show: bool = True, viewer: Any = None,
+              size: tuple[int, int] | None = None) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """Open a viewer with the sample nuclei and the panel, and fit the view.
+
+    Parameters
+    ----------
+    show : bool
+        Show the window (a new viewer only).
+    viewer : napari.viewer.Viewer, optional
+        Use this viewer (e.g. one from a test fixture) instead of a new one.
+    size : tuple of int, optional
+        The window size (width, height); default :data:`WINDOW_SIZE`, bounded by the screen.
 
     Returns
     -------
     viewer, model_dock, predict_dock
-        The viewer and the two dock widgets.
+        The viewer and the panel's Model and Predict docks.
     frames : dict
-        napari's dock frames (``"Model"``, ``"Predict"``), e.g. for screenshots.
+        napari's dock frame of the panel, as ``"segloop"``.
     """
     import napari
 
-    viewer = napari.Viewer(title="napari-segloop demo", show=show)
-    viewer.window.resize(*WINDOW_SIZE)
+    if viewer is None:
+        viewer = napari.Viewer(title="napari-segloop demo", show=show)
+    viewer.window.resize(*(size or fit_to_screen()))
     viewer.open_sample(PLUGIN, "nuclei")
-    model_frame, model_dock = viewer.window.add_plugin_dock_widget(PLUGIN, "Model")
-    predict_frame, predict_dock = viewer.window.add_plugin_dock_widget(PLUGIN, "Predict")
-    predict_dock.image_combo.set_layer(viewer.layers["nuclei"])
-    return viewer, model_dock, predict_dock, {"Model": model_frame, "Predict": predict_frame}
+    frame, panel = demo_panel(viewer)
+    panel.predict_dock.image_combo.set_layer(viewer.layers["nuclei"])
+    fit_view(viewer)
+    return viewer, panel.model_dock, panel.predict_dock, {"segloop": frame}
 
 
 def add_evaluation_docks(viewer: Any) -> tuple[Any, Any, dict[str, Any]]:
-    """Dock Threshold and Confusion (tabbed together) with the sample's ground truth chosen.
+    """Open the panel's Threshold and Confusion sections with the sample's ground truth chosen.
 
     Returns
     -------
     threshold_dock, confusion_dock
-        The two dock widgets; they follow ``nuclei probability`` once it exists.
+        The two docks; they follow ``nuclei probability`` once it exists.
     frames : dict
-        napari's dock frames (``"Threshold"``, ``"Confusion"``).
+        napari's dock frame of the panel, as ``"segloop"``.
     """
-    threshold_frame, threshold_dock = viewer.window.add_plugin_dock_widget(PLUGIN, "Threshold")
-    confusion_frame, confusion_dock = viewer.window.add_plugin_dock_widget(PLUGIN, "Confusion", tabify=True)
+    frame, panel = demo_panel(viewer)
+    panel.section("Threshold").expand()
+    panel.section("Confusion").expand()
+    threshold_dock, confusion_dock = panel.threshold_dock, panel.confusion_dock
     if "nuclei ground truth" in viewer.layers:
         truth = viewer.layers["nuclei ground truth"]
         threshold_dock.truth_combo.set_value(truth)
         confusion_dock.truth_combo.set_value(truth)
-    return threshold_dock, confusion_dock, {"Threshold": threshold_frame, "Confusion": confusion_frame}
+    return threshold_dock, confusion_dock, {"segloop": frame}
 
 
 def _evaluation_ready(threshold_dock: Any, confusion_dock: Any) -> bool:
-    return (not threshold_dock.busy and not confusion_dock.busy and confusion_dock.result is not None
-            and threshold_dock.mask_layer() is not None)
+    """Both docks idle, the mask on screen made and scored with its object metrics."""
+    engine = threshold_dock.engine
+    return (not threshold_dock.busy and not confusion_dock.busy and engine.mask_current
+            and engine.objects_current and threshold_dock.mask_layer() is not None)
 
 
-def _open_predicted(timeout: float) -> tuple[Any, Any, Any, dict] | None:
-    """Open the demo, load the default model and predict the sample; None (window closed) on failure."""
-    viewer, model_dock, predict_dock, frames = open_demo()
+def _open_predicted(timeout: float, size: tuple[int, int] | None = None) -> tuple[Any, Any] | None:
+    """Open the demo, load the default model and predict the sample; None (window closed) on failure.
+
+    Returns
+    -------
+    viewer, panel
+        The viewer and the :class:`~napari_segloop.widgets.panel.SegloopPanel`.
+    """
+    viewer, model_dock, predict_dock, _ = open_demo(size=size)
     session = model_dock.session
     model_dock.load_default()
     ok = wait_until(lambda: not session.busy, timeout) and session.bundle is not None
@@ -103,7 +194,7 @@ def _open_predicted(timeout: float) -> tuple[Any, Any, Any, dict] | None:
         _say(f"could not predict the sample: {model_dock.status.text()} {predict_dock.status.text()}")
         viewer.close()
         return None
-    return viewer, model_dock, predict_dock, frames
+    return viewer, demo_panel(viewer)[1]
 
 
 def save_evaluation_screenshots(folder: str, timeout: float = 600.0) -> int:
@@ -115,46 +206,40 @@ def save_evaluation_screenshots(folder: str, timeout: float = 600.0) -> int:
     """
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    opened = _open_predicted(timeout)
+    opened = _open_predicted(timeout, size=(1400, 900))
     if opened is None:
         return 1
-    viewer, _, _, frames = opened
-    for frame in frames.values():
-        viewer.window.remove_dock_widget(frame)
-    viewer.window.resize(1400, 900)
-    tdock, cdock, eval_frames = add_evaluation_docks(viewer)
+    viewer, panel = opened
+    panel.section("Model").collapse()
+    panel.section("Predict").collapse()
+    tdock, cdock, _ = add_evaluation_docks(viewer)
     wait_until(lambda: _evaluation_ready(tdock, cdock), timeout)
     tdock.best_threshold()
     wait_until(lambda: tdock.best is not None and _evaluation_ready(tdock, cdock), timeout)
-    viewer.layers["nuclei confusion"].visible = False
+    tdock.state.show = "mask"
     viewer.layers.selection.active = viewer.layers["nuclei mask"]
-    scene = getattr(viewer, "scene", None)  # napari >= 0.9 moved the camera to viewer.scene
-    camera = scene.camera if scene is not None else viewer.camera
+    camera = _camera(viewer)
     camera.center = (0, 150, 150)
     camera.zoom = 2.5
-    eval_frames["Threshold"].raise_()
+    panel.scroll_to("Threshold")
     _settle(2.0)
     viewer.screenshot(str(out / "threshold_mask.png"), canvas_only=False, flash=False)
-    viewer.layers["nuclei confusion"].visible = True
-    viewer.layers["nuclei mask"].visible = False
+    tdock.state.show = "errors"
+    wait_until(lambda: _evaluation_ready(tdock, cdock), timeout)
     viewer.layers.selection.active = viewer.layers["nuclei confusion"]
-    eval_frames["Confusion"].raise_()
+    panel.scroll_to("Confusion")
     _settle(2.0)
     viewer.screenshot(str(out / "confusion_overlay.png"), canvas_only=False, flash=False)
     tdock.set_threshold(0.1)  # a low threshold: false positives around every nucleus
-    wait_until(lambda: _evaluation_ready(tdock, cdock) and cdock.result.threshold == tdock.threshold, timeout)
+    wait_until(lambda: _evaluation_ready(tdock, cdock), timeout)
     _settle(1.5)
     viewer.screenshot(str(out / "confusion_low_threshold.png"), canvas_only=True, flash=False)
     tdock.best_threshold()
-    wait_until(lambda: _evaluation_ready(tdock, cdock) and cdock.result.threshold == tdock.threshold, timeout)
-    for name, size, file in (("Threshold", (460, 640), "threshold_dock.png"),
-                             ("Confusion", (460, 700), "confusion_dock.png")):
-        eval_frames[name].setFloating(True)
-        eval_frames[name].resize(*size)
-        _settle(0.8)
-        eval_frames[name].grab().save(str(out / file))
-    tdock.plot.resize(520, 220)
-    _settle(0.3)
+    wait_until(lambda: tdock.best is not None and _evaluation_ready(tdock, cdock), timeout)
+    _settle(0.8)
+    tdock.grab().save(str(out / "threshold_dock.png"))
+    cdock.grab().save(str(out / "confusion_dock.png"))
+    tdock.plot.resize(520, 220)  # grabbed before the layout puts it back
     tdock.plot.grab().save(str(out / "threshold_plot.png"))
     viewer.close()
     _say(f"screenshots saved to {out}")
@@ -167,40 +252,45 @@ def save_doc_screenshots(folder: str, timeout: float = 600.0) -> int:
     Run it in a real window (under ``xvfb-run`` on a headless machine)::
 
         python -c "from napari_segloop.demo import save_doc_screenshots as s; s('docs/images')"
+
+    ``docs/images/window_1600x1000.png`` comes from
+    ``run_demo("docs/images/window_1600x1000.png", window_size=(1600, 1000))``.
     """
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     opened = _open_predicted(timeout)
     if opened is None:
         return 1
-    viewer, model_dock, predict_dock, frames = opened
+    viewer, panel = opened
     _settle(1.5)
     viewer.screenshot(str(out / "demo.png"), canvas_only=False, flash=False)
-    # Floating docks get room for their expanded sections.
+    model_dock, predict_dock = panel.model_dock, panel.predict_dock
+    # The docks grow in the panel (it scrolls) to show their expanded sections.
     model_dock.weights_section.expand(animate=False)
     model_dock.new_section.expand(animate=False)
     predict_dock.tiling_section.expand(animate=False)
-    for name, size, file in (("Model", (470, 980), "model_dock.png"),
-                             ("Predict", (460, 640), "predict_dock.png")):
-        frames[name].setFloating(True)
-        frames[name].resize(*size)
-        _settle(0.8)
-        frames[name].grab().save(str(out / file))
+    _settle(0.8)
+    model_dock.grab().save(str(out / "model_dock.png"))
+    predict_dock.grab().save(str(out / "predict_dock.png"))
     viewer.close()
     _say(f"screenshots saved to {out}")
     return 0
 
 
-def run_demo(screenshot: str | None = None, timeout: float = 600.0) -> int:
+def run_demo(screenshot: str | None = None, timeout: float = 600.0,
+             window_size: tuple[int, int] | None = None) -> int:
     """Run the demo.
 
     Parameters
     ----------
     screenshot : str, optional
-        Predict the sample, save a PNG of the whole window here and exit.
-        Without it, napari stays open (``napari.run()``).
+        Predict the sample, save a PNG of the whole window here and exit (every
+        section of the panel open, scrolled to Threshold). Without it, napari
+        stays open (``napari.run()``).
     timeout : float
         Seconds to wait for loading and predicting in screenshot mode.
+    window_size : tuple of int, optional
+        The window size (width, height); default :data:`WINDOW_SIZE`, bounded by the screen.
 
     Returns
     -------
@@ -212,7 +302,7 @@ def run_demo(screenshot: str | None = None, timeout: float = 600.0) -> int:
     from napari_segloop.core.bundle import default_model_path
     from napari_segloop.widgets.predict_dock import default_model_available
 
-    viewer, model_dock, predict_dock, _ = open_demo()
+    viewer, model_dock, predict_dock, _ = open_demo(size=window_size)
     threshold_dock, confusion_dock, _ = add_evaluation_docks(viewer)
     session = model_dock.session
     if not default_model_available():
@@ -245,6 +335,8 @@ def run_demo(screenshot: str | None = None, timeout: float = 600.0) -> int:
         return 1
     if not wait_until(lambda: _evaluation_ready(threshold_dock, confusion_dock), timeout):
         _say(f"the mask and confusion overlay did not finish: {confusion_dock.status.text()}")
+    demo_panel(viewer)[1].scroll_to("Threshold")
+    fit_view(viewer)  # the layer list grew wider for the new layers' names: the canvas is smaller
     _settle()
     path = Path(screenshot)
     path.parent.mkdir(parents=True, exist_ok=True)

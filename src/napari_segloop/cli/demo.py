@@ -1,4 +1,4 @@
-"""``segloop demo``: napari with the sample image, the default model and the docks."""
+"""``segloop demo``: napari with the sample image, the default model and the plugin's panel."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register the ``demo`` command."""
     p = sub.add_parser("demo", help="open napari with the sample image and the default model",
                        description="Open napari with the sample image, the default model and "
-                                   "the plugin's docks.")
+                                   "the plugin's panel (Model, Predict, Threshold and Confusion).")
     p.add_argument("--screenshot", metavar="PNG", default=None,
                    help="run the prediction, save a screenshot of the window and exit")
 

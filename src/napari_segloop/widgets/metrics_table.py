@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from qtpy.QtCore import Qt
+from qtpy.QtCore import QSize, Qt
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QHeaderView,
@@ -53,6 +53,9 @@ class MetricsTable(QTableWidget):
     refresh for every slider step costs a few microseconds per cell.
     """
 
+    #: Rows the table shows at its minimum height (the others scroll).
+    MINIMUM_ROWS = 5
+
     def __init__(self, parent: QWidget | None = None) -> None:
         rows = PIXEL_ROWS + OBJECT_ROWS
         super().__init__(len(rows), 1, parent)
@@ -68,9 +71,24 @@ class MetricsTable(QTableWidget):
         # Fixed sizes: resizing to contents would measure every cell at every update.
         self.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
         self.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 4)
-        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
-        self.setMinimumHeight(120)
+        # Preferred: as tall as its rows (no inner scroll bar in a scrolling panel); minimum: a few
+        # rows (it scrolls), so the dock never demands the whole table's height from the window.
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         self.set_columns(["image"])
+
+    def _rows_height(self, rows: int) -> int:
+        """Height of the header, ``rows`` rows and the frame, in pixels."""
+        header = self.horizontalHeader().sizeHint().height()
+        return header + rows * self.verticalHeader().defaultSectionSize() + 2 * self.frameWidth()
+
+    def sizeHint(self) -> QSize:
+        """Wide enough for the default size of a table, tall enough for every row."""
+        return QSize(super().sizeHint().width(), self._rows_height(self.rowCount()))
+
+    def minimumSizeHint(self) -> QSize:
+        """A few rows: the rest scrolls when the dock is short."""
+        hint = super().minimumSizeHint()
+        return QSize(hint.width(), self._rows_height(min(self.MINIMUM_ROWS, self.rowCount())))
 
     def set_columns(self, names: list[str]) -> None:
         """Set the scopes (e.g. ``["current slice", "whole stack"]``); all cells read ``n/a``."""
