@@ -350,3 +350,60 @@ def test_best_status_never_prints_an_empty_range():
     assert "[0.863975, 0.863975)" not in _range_text(0.863975, float(np.nextafter(np.float32(0.863975), 2)))
     assert _range_text(0.2, 0.4) == "any threshold in [0.2, 0.4) gives this mask"
     assert "1]" in _range_text(0.9, float("inf"))
+
+
+def test_slices_predicted_with_the_predict_dock_are_the_ones_scored(docks, tiny_bundle, qtbot, wait_job):
+    """End to end: Predict 'current slice' twice, the Confusion dock follows the predicted slices."""
+    from napari.utils._proxies import PublicOnlyProxy
+
+    from napari_segloop.widgets.confusion_dock import ConfusionDock
+
+    viewer, _, predict = docks(tiny_bundle)
+    stack = np.random.default_rng(1).random((4, 64, 64), dtype=np.float32)
+    viewer.add_image(stack, name="stack")
+    truth = np.zeros(stack.shape, dtype=np.int32)
+    truth[:, 10:30, 10:30] = 1
+    viewer.add_labels(truth, name="stack truth")
+    predict.tile_spin.setValue(64)
+    predict.mode_combo.setCurrentText("current slice")
+    viewer.dims.set_current_step(0, 2)
+    assert predict.run()
+    wait_job(predict.session)
+    cdock = ConfusionDock(PublicOnlyProxy(viewer))
+    viewer.window.add_dock_widget(cdock)
+    wait_idle(qtbot, cdock)
+    assert cdock.engine.inputs.planes == (2,)
+    assert "1 of 4 slices predicted" in cdock.status.text()
+    assert cdock.table.columns() == ["current slice", "1 predicted slices"]
+    viewer.dims.set_current_step(0, 0)
+    assert predict.run()
+    wait_job(predict.session)
+    wait_idle(qtbot, cdock)
+    assert cdock.engine.inputs.planes == (0, 2)
+    assert "2 of 4 slices predicted" in cdock.status.text()
+    prob = viewer.layers["stack probability"].data
+    mask = make_mask(prob, cdock.state.threshold, cdock.state.effective_postprocess(),
+                     object_dims=cdock.state.object_dims)
+    expected = evaluate_stack(mask, truth, planes=[0, 2], object_dims=cdock.state.object_dims)
+    assert cdock.table.text("tp", 1) == f"{expected.whole.pixel.tp:,}"
+
+
+def test_split_touching_uses_the_diameter_chosen_in_the_dock(open_docks, qtbot):
+    yy, xx = np.indices((80, 120))
+    truth = np.zeros((80, 120), dtype=np.int32)
+    truth[(yy - 40) ** 2 + (xx - 40) ** 2 <= 15 ** 2] = 1
+    truth[((yy - 40) ** 2 + (xx - 68) ** 2 <= 15 ** 2) & (truth == 0)] = 2  # touching the first
+    prob = noisy_prob(truth, seed=4, noise=0.02)
+    viewer, (tdock, cdock) = open_docks(prob, truth)
+    tdock.set_postprocess(PostProcess(instances=True, split_touching=True, object_diameter=30.0))
+    tdock.set_threshold(0.5)
+    wait_idle(qtbot, tdock, cdock)
+    assert tdock.diameter_spin.value() == pytest.approx(30.0)
+    np.testing.assert_array_equal(
+        tdock.mask_layer().data,
+        make_mask(prob, 0.5, PostProcess(instances=True, split_touching=True, object_diameter=30.0)))
+    assert int(tdock.mask_layer().data.max()) == 2  # the pair is split at that diameter
+    tdock.diameter_spin.setValue(90.0)  # one object that large: nothing to split
+    wait_idle(qtbot, tdock, cdock)
+    assert tdock.state.postprocess.object_diameter == pytest.approx(90.0)
+    assert int(tdock.mask_layer().data.max()) == 1
