@@ -394,7 +394,7 @@ def test_split_touching_uses_the_diameter_chosen_in_the_dock(open_docks, qtbot):
     truth[(yy - 40) ** 2 + (xx - 40) ** 2 <= 15 ** 2] = 1
     truth[((yy - 40) ** 2 + (xx - 68) ** 2 <= 15 ** 2) & (truth == 0)] = 2  # touching the first
     prob = noisy_prob(truth, seed=4, noise=0.02)
-    viewer, (tdock, cdock) = open_docks(prob, truth)
+    _, (tdock, cdock) = open_docks(prob, truth)
     tdock.set_postprocess(PostProcess(instances=True, split_touching=True, object_diameter=30.0))
     tdock.set_threshold(0.5)
     wait_idle(qtbot, tdock, cdock)
