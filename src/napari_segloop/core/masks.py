@@ -54,6 +54,19 @@ class PostProcess:
     split_touching: bool = False
     object_diameter: float | None = None
 
+    def steps(self) -> list[str]:
+        """The steps switched on, in words (``["remove < 15 px", "fill holes"]``), for messages."""
+        out = []
+        if self.min_size:
+            out.append(f"remove < {self.min_size} px")
+        if self.fill_holes:
+            out.append("fill holes")
+        if self.split_touching:
+            out.append("split touching objects")
+        if self.instances:
+            out.append("instances")
+        return out
+
 
 def preload() -> None:
     """Import the libraries post-processing uses, on the calling thread.

@@ -246,17 +246,7 @@ class ConfusionDock(QWidget):
             return f"the Labels layer {inp.prediction.name!r} as it is"
         pp = state.effective_postprocess()
         parts = [f"threshold {state.threshold:.6g}"]
-        if pp is None:
-            parts.append("raw (no post-processing)")
-        else:
-            if pp.min_size:
-                parts.append(f"min size {pp.min_size}")
-            if pp.fill_holes:
-                parts.append("holes filled")
-            if pp.split_touching:
-                parts.append("touching split")
-            if pp.instances:
-                parts.append("instances")
+        parts += ["raw (no post-processing)"] if pp is None else pp.steps()
         return f"'{inp.base} mask': " + ", ".join(parts)
 
     def _set_columns(self) -> None:

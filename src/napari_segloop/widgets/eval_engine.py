@@ -778,8 +778,7 @@ def export_rows(engine: EvaluationEngine) -> list[dict[str, Any]]:
     if inp.kind == "probability" and engine.mask is not None:
         pp = engine.mask.postprocess
         extra["threshold"] = engine.mask.threshold
-        extra["postprocess"] = "none" if pp is None else ", ".join(
-            f"{k}={v}" for k, v in vars(pp).items() if v not in (None, False, 0))
+        extra["postprocess"] = "none" if pp is None else ", ".join(pp.steps())
         if inp.is_stack:
             extra["objects"] = f"{engine.mask.object_dims}-D"
     ev = result.evaluation

@@ -15,7 +15,6 @@ Confusion dock views the same state, so both always agree.
 from __future__ import annotations
 
 from collections.abc import Generator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,17 +58,6 @@ from napari_segloop.widgets.jobs import JobFailed
 from napari_segloop.widgets.layer_io import layer_array
 from napari_segloop.widgets.pickers import LayerChoice, is_probability_layer, probability_rank
 from napari_segloop.widgets.session import session_for, unwrap
-
-__all__ = ["MaskResult", "ThresholdDock", "best_job", "otsu_job", "postprocess_active"]
-
-
-@dataclass(frozen=True)
-class MaskResult:
-    """The threshold and post-processing of a mask (kept for callers of the previous dock)."""
-
-    threshold: float
-    postprocess: PostProcess
-    data: np.ndarray
 
 
 def best_job(curve: ThresholdCurve) -> Generator[None, None, Any]:

@@ -73,16 +73,7 @@ class ModelBundle:
             scale_text = f"objects about {s.object_size:g} px across (factor {s.scale_factor:g})"
         else:
             scale_text = f"factor {s.scale_factor:g}"
-        pp = s.postprocess
-        post = []
-        if pp.min_size:
-            post.append(f"remove < {pp.min_size} px")
-        if pp.fill_holes:
-            post.append("fill holes")
-        if pp.split_touching:
-            post.append("split touching objects")
-        if pp.instances:
-            post.append("instances")
+        post = s.postprocess.steps()
         info = {
             "source": self.source,
             "architecture": self.architecture,
