@@ -276,7 +276,7 @@ def test_unknown_model_class_or_bad_config(copy_of_saved):
     with pytest.raises(ModelLoadError, match="_model_class"):
         load_bundle(copy_of_saved)
     path.write_text(json.dumps({**config, "encoder_name": "no-such-encoder"}))
-    with pytest.raises(ModelLoadError, match="cannot be built"):
+    with pytest.raises(ModelLoadError, match="encoder 'no-such-encoder' is unknown"):
         load_bundle(copy_of_saved)
 
 
@@ -517,7 +517,7 @@ def test_create_model_without_weights_works_offline(no_network):
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"architecture": "NoNet"}, "Unknown architecture"), ({"encoder": "nope"}, "Unknown encoder"),
+    [({"architecture": "NoNet"}, "Unknown architecture"), ({"encoder": "nope"}, "Encoder 'nope' is unknown"),
      ({"classes": 2}, "binary"), ({"in_channels": 0}, "at least 1")],
 )
 def test_create_model_errors(kwargs, match):

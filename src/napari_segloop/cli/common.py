@@ -10,13 +10,17 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def err(message: str) -> None:
-    """Print ``segloop: error: message`` on stderr."""
-    print(f"segloop: error: {message}", file=sys.stderr)
+    """Print ``segloop: error: message`` on stderr (one line, control characters escaped)."""
+    from napari_segloop.core.text import printable
+
+    print(f"segloop: error: {printable(message, 2000)}", file=sys.stderr)
 
 
 def note(message: str) -> None:
-    """Print ``segloop: note: message`` on stderr."""
-    print(f"segloop: note: {message}", file=sys.stderr)
+    """Print ``segloop: note: message`` on stderr (one line, control characters escaped)."""
+    from napari_segloop.core.text import printable
+
+    print(f"segloop: note: {printable(message, 2000)}", file=sys.stderr)
 
 
 def say(notice: Any, prefix: str = "") -> None:

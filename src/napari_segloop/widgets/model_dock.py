@@ -199,6 +199,8 @@ class ModelDock(QWidget):
         layout.addWidget(self.save_button)
 
         self.status = QLabel()
+        # Messages quote names from model files: never interpret them as rich text.
+        self.status.setTextFormat(Qt.TextFormat.PlainText)
         self.status.setWordWrap(True)
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         layout.addWidget(self.status)

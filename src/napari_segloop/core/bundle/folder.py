@@ -25,6 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from napari_segloop.core.bundle.jsonfile import check_regular_file, read_json_object
 from napari_segloop.core.bundle.model import ModelBundle
 from napari_segloop.core.bundle.settings import (
     CONFIG_FILE,
@@ -34,11 +35,18 @@ from napari_segloop.core.bundle.settings import (
     WEIGHTS_FILE,
     BundleSettings,
 )
-from napari_segloop.core.bundle.weights import _read_state_dict, _safetensors_load, load_weights
+from napari_segloop.core.bundle.weights import (
+    _read_state_dict,
+    _safetensors_load,
+    expect_shapes,
+    load_weights,
+    read_safetensors_header,
+)
 from napari_segloop.core.errors import BundleExistsError, ModelLoadError
 from napari_segloop.core.io.atomic import atomic_path
 from napari_segloop.core.masks import PostProcess
 from napari_segloop.core.models.registry import build_model, create_model, write_model_files
+from napari_segloop.core.text import printable
 
 
 def _provenance_defaults() -> dict[str, Any]:
@@ -153,20 +161,49 @@ def save_bundle(
     return folder
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelLoadError(f"{path} is not readable JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ModelLoadError(f"{path} must contain a JSON object.")
-    return data
+#: Largest ``config.json`` read (a real one is under 1 kB).
+MAX_CONFIG_BYTES = 1_000_000
+#: Largest ``segloop.json`` read (provenance history grows, slowly).
+MAX_SETTINGS_BYTES = 16_000_000
 
+
+def _read_json(path: Path, max_bytes: int = MAX_SETTINGS_BYTES) -> dict[str, Any]:
+    return read_json_object(path, max_bytes, "settings file" if path.name == SETTINGS_FILE
+                            else "bundle file")
+
+
+def _inside(folder: Path, path: Path, what: str) -> None:
+    """Refuse a bundle file that is a link to a file outside the bundle folder."""
+    try:
+        real, root = path.resolve(strict=True), folder.resolve(strict=True)
+    except OSError:
+        return  # dangling: check_regular_file says so
+    if root != real.parent and root not in real.parents:
+        raise ModelLoadError(
+            f"{printable(path)}: the {what} is a link to {printable(real)}, outside the bundle "
+            "folder; a bundle may only contain its own files."
+        )
+
+
+def _bundle_file(folder: Path, name: str, what: str, required: bool = True) -> Path | None:
+    path = folder / name
+    if not required and not path.exists() and not path.is_symlink():
+        return None
+    if not path.exists() and not path.is_symlink():
+        raise ModelLoadError(f"{printable(folder)} is not a model bundle: {name} is missing.")
+    check_regular_file(path, what)
+    _inside(folder, path, what)
+    return path
 
 
 def load_bundle(path: str | os.PathLike) -> ModelBundle:
     """Load a bundle folder (or a plain smp ``save_pretrained`` folder).
+
+    A bundle is data only: its ``config.json`` passes the allow-list of
+    :mod:`napari_segloop.core.models.options` (no file names, no URLs, no
+    hub names, sizes in range); the network's shapes are compared with the
+    weight file's header before the network is built; every file must be a
+    regular file inside the folder.
 
     Parameters
     ----------
@@ -181,45 +218,51 @@ def load_bundle(path: str | os.PathLike) -> ModelBundle:
     Raises
     ------
     ModelLoadError
-        If the folder is missing, incomplete, corrupt, or its weights do not
-        fit its architecture.
+        If the folder is missing, incomplete, corrupt, refused by the
+        allow-list, or its weights do not fit its architecture.
     """
     folder = Path(path)
+    shown = printable(folder)
     if not folder.exists():
-        raise ModelLoadError(f"Model not found: {folder} does not exist.")
+        raise ModelLoadError(f"Model not found: {shown} does not exist.")
     if not folder.is_dir():
-        raise ModelLoadError(f"{folder} is not a bundle folder.")
-    config_path = folder / CONFIG_FILE
-    weights_path = folder / WEIGHTS_FILE
-    if not config_path.is_file():
-        raise ModelLoadError(f"{folder} is not a model bundle: {CONFIG_FILE} is missing.")
-    if not weights_path.is_file():
-        raise ModelLoadError(f"{folder} is not a model bundle: {WEIGHTS_FILE} is missing.")
-    config = _read_json(config_path)
+        raise ModelLoadError(f"{shown} is not a bundle folder.")
+    config_path = _bundle_file(folder, CONFIG_FILE, "architecture file (config.json)")
+    weights_path = _bundle_file(folder, WEIGHTS_FILE, "weights file")
+    settings_path = _bundle_file(folder, SETTINGS_FILE, "settings file", required=False)
+    config = read_json_object(config_path, MAX_CONFIG_BYTES, "architecture file (config.json)")
     class_name = config.pop("_model_class", None)
     if class_name is None:
-        raise ModelLoadError(f"{config_path} does not name a model class (_model_class).")
+        raise ModelLoadError(f"{printable(config_path)} does not name a model class (_model_class).")
+    if not isinstance(class_name, str):
+        raise ModelLoadError(f"{printable(config_path)}: _model_class must be an architecture name.")
+    # Settings first: a bad segloop.json is reported before any network is built.
+    if settings_path is not None:
+        settings = BundleSettings.from_json(_read_json(settings_path), printable(settings_path))
+    else:
+        settings = None
+    shapes = read_safetensors_header(weights_path)
+    notes: list[str] = []
     # Never download: build_model forces encoder_weights=None; the weights come from the file.
     try:
-        model = build_model(class_name, config)
+        model = build_model(class_name, config, expected=expect_shapes(shapes, str(weights_path)),
+                            notes=notes)
     except ModelLoadError as exc:
-        raise ModelLoadError(f"{config_path}: {exc}") from exc
+        text = str(exc)
+        raise ModelLoadError(
+            text if text.startswith("The weights in") else f"{printable(config_path)}: {text}"
+        ) from exc
     load_weights(model, _safetensors_load(weights_path), str(weights_path))
     model.eval()
-    settings_path = folder / SETTINGS_FILE
-    if settings_path.is_file():
-        settings = BundleSettings.from_json(_read_json(settings_path), str(settings_path))
-    else:
-        n = int(config.get("in_channels", 3))
-        settings = BundleSettings(channel_names=[f"channel {i}" for i in range(n)])
-    n_in = int(config.get("in_channels", 3))
+    n_in = int(getattr(model, "config", {}).get("in_channels", config.get("in_channels", 3)))
+    if settings is None:
+        settings = BundleSettings(channel_names=[f"channel {i}" for i in range(n_in)])
     if len(settings.channel_names) != n_in:
         raise ModelLoadError(
-            f"{settings_path} names {len(settings.channel_names)} channels but the network "
-            f"expects {n_in}."
+            f"{printable(settings_path)} names {len(settings.channel_names)} channels but the "
+            f"network expects {n_in}."
         )
-    return ModelBundle(model=model, settings=settings, source=str(folder))
-
+    return ModelBundle(model=model, settings=settings, source=str(folder), notes=notes)
 
 
 def load_state_dict_model(
@@ -332,11 +375,12 @@ def read_bundle_settings(bundle_path: str | os.PathLike):
     if not folder.is_dir():
         raise ModelLoadError(f"{bundle_path} is not a model bundle folder (threshold settings are "
                              "stored in bundles only).")
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         if (folder / CONFIG_FILE).is_file():
             return BundleSettings()
-        raise ModelLoadError(f"{folder} is not a model bundle: {path.name} is missing.")
-    return BundleSettings.from_json(_read_json(path), str(path))
+        raise ModelLoadError(f"{printable(folder)} is not a model bundle: {path.name} is missing.")
+    _bundle_file(folder, SETTINGS_FILE, "settings file")
+    return BundleSettings.from_json(_read_json(path), printable(path))
 
 
 def set_bundle_threshold(bundle_path: str | os.PathLike, threshold: float, postprocess: Any = None):
@@ -378,7 +422,8 @@ def set_bundle_threshold(bundle_path: str | os.PathLike, threshold: float, postp
     threshold = float(threshold)
     if not 0.0 <= threshold <= 1.0:
         raise ModelLoadError(f"The threshold {threshold:g} is outside [0, 1].")
-    raw: dict[str, Any] = _read_json(path) if path.is_file() else BundleSettings().to_json()
+    present = _bundle_file(folder, SETTINGS_FILE, "settings file", required=False)
+    raw: dict[str, Any] = _read_json(path) if present else BundleSettings().to_json()
     settings = BundleSettings.from_json(raw, str(path))
     pp = settings.postprocess if postprocess is None else postprocess
     if not isinstance(pp, PostProcess):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from napari_segloop.core.bundle.settings import BundleSettings
+from napari_segloop.core.text import printable
 
 
 @dataclass
@@ -20,11 +21,15 @@ class ModelBundle:
         Normalisation, scale, tiling, threshold and provenance.
     source : str
         Where it came from (a path, ``"default"`` or ``"new"``).
+    notes : list of str
+        What loading honoured rather than took literally (for example a
+        ``sigmoid`` activation in ``config.json``, applied once by segloop).
     """
 
     model: Any
     settings: BundleSettings
     source: str = "new"
+    notes: list[str] = field(default_factory=list)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -61,7 +66,12 @@ class ModelBundle:
         return int(self.config.get("classes", 1))
 
     def describe(self) -> dict[str, str]:
-        """Return an ordered, human-readable summary (``segloop info``, Model dock)."""
+        """Return an ordered, human-readable summary (``segloop info``, Model dock).
+
+        Values read from the bundle's files are made printable
+        (:func:`napari_segloop.core.text.printable`): control characters are
+        escaped and very long values cut.
+        """
         s = self.settings
         n_params = sum(p.numel() for p in self.model.parameters())
         norm = s.normalization
@@ -97,5 +107,8 @@ class ModelBundle:
         history = prov.get("history")
         if isinstance(history, list) and history:
             info["training history"] = f"{len(history)} entries, last: {history[-1]}"
-        return info
+        if self.notes:
+            info["loading notes"] = "; ".join(self.notes)
+        # Everything here may come from someone else's file: no control characters, no floods.
+        return {key: printable(value) for key, value in info.items()}
 

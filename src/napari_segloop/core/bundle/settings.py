@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from napari_segloop.core.errors import ModelLoadError
 from napari_segloop.core.masks import PostProcess
+from napari_segloop.core.text import printable
 
 __all__ = [
     "CONFIG_FILE",
@@ -122,20 +123,24 @@ class BundleSettings:
 
         Unknown keys are ignored (files from newer minor versions load);
         a newer ``format_version`` is refused with the version it needs.
+        Every value is type- and range-checked (:meth:`validate`): a string
+        where a number belongs, an infinite number, ``clip_min > clip_max``
+        are refused with one line.
         """
-        try:
-            version = int(data.get("format_version", 1))
-        except (TypeError, ValueError):
+        raw_version = data.get("format_version", 1)
+        if not _is_int(raw_version) or raw_version < 1:
             raise ModelLoadError(
                 f"{source} is not a valid segloop settings file: format_version "
-                f"{data.get('format_version')!r} is not a number."
-            ) from None
+                f"{printable(repr(raw_version), 40)} is not a whole number >= 1."
+            )
+        version = int(raw_version)
         if version > FORMAT_VERSION:
             prov = data.get("provenance")
             needed = (prov.get("segloop_version") if isinstance(prov, Mapping) else None) or "a newer version"
             raise ModelLoadError(
                 f"{source} uses bundle format {version}, but this napari-segloop reads "
-                f"format {FORMAT_VERSION} at most; upgrade napari-segloop (saved with {needed})."
+                f"format {FORMAT_VERSION} at most; upgrade napari-segloop (saved with "
+                f"{printable(needed, 40)})."
             )
         known = {f for f in cls.__dataclass_fields__}
         kwargs = {k: v for k, v in data.items() if k in known}
@@ -145,55 +150,107 @@ class BundleSettings:
             if "postprocess" in kwargs:
                 kwargs["postprocess"] = PostProcess(**_known(PostProcess, kwargs["postprocess"]))
             settings = cls(**kwargs)
-            settings.validate(source)
-        except (TypeError, ValueError) as exc:  # e.g. a string where a number belongs
-            raise ModelLoadError(f"{source} is not a valid segloop settings file: {exc}") from exc
+        except (TypeError, ValueError) as exc:  # e.g. an object where a list belongs
+            raise ModelLoadError(
+                f"{source} is not a valid segloop settings file: {printable(exc, 200)}"
+            ) from exc
+        settings.validate(source)
         return settings
 
     def validate(self, source: str = "settings") -> None:
-        """Raise :class:`ModelLoadError` if a value is out of range."""
-        problems = []
-        if not isinstance(self.channel_names, list) or not all(
-            isinstance(n, str) for n in self.channel_names
-        ):
+        """Raise :class:`ModelLoadError` if a value has the wrong type or is out of range."""
+        problems: list[str] = []
+        num = _Numbers(problems)
+        names = self.channel_names
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
             problems.append("channel_names must be a list of names")
+        elif len(names) > 64:
+            problems.append(f"channel_names lists {len(names)} channels (at most 64)")
         if not isinstance(self.provenance, dict):
             problems.append("provenance must be a JSON object")
-        if self.normalization.kind not in ("percentile", "fixed"):
-            problems.append(f"normalization kind {self.normalization.kind!r} is unknown")
-        if self.normalization.kind == "fixed" and (
-            not self.normalization.mean or not self.normalization.std
-        ):
-            problems.append("fixed normalization needs mean and std")
-        if self.normalization.kind == "fixed" and any(s <= 0 for s in self.normalization.std or []):
-            problems.append("fixed normalization needs std > 0")
-        if not 0 <= self.normalization.low < self.normalization.high <= 100:
+        norm = self.normalization
+        if norm.kind not in ("percentile", "fixed"):
+            problems.append(f"normalization kind {printable(repr(norm.kind), 40)} is unknown")
+        low = num.real("normalization low", norm.low, 0, 100)
+        high = num.real("normalization high", norm.high, 0, 100)
+        if low is not None and high is not None and not low < high:
             problems.append("percentiles must satisfy 0 <= low < high <= 100")
-        if self.tile_size < 32 or self.tile_size % 32:
-            problems.append(f"tile_size {self.tile_size} is not a multiple of 32")
-        if not 0 <= self.overlap <= 0.9:
-            problems.append(f"overlap {self.overlap} is outside [0, 0.9]")
-        if not 0 <= self.threshold <= 1:
-            problems.append(f"threshold {self.threshold} is outside [0, 1]")
-        if self.scale_factor <= 0:
-            problems.append(f"scale_factor {self.scale_factor} must be > 0")
-        if self.object_size is not None and self.object_size <= 0:
-            problems.append(f"object_size {self.object_size} must be > 0")
-        min_size = self.postprocess.min_size
-        if isinstance(min_size, bool) or not isinstance(min_size, (int, float)) or min_size < 0:
-            problems.append(f"post-processing min_size {min_size!r} must be a number >= 0")
-        diameter = self.postprocess.object_diameter
-        if diameter is not None and (
-            isinstance(diameter, bool) or not isinstance(diameter, (int, float))
-            or not math.isfinite(diameter) or diameter <= 0
-        ):
-            problems.append(f"post-processing object_diameter {diameter!r} must be null or a number > 0")
+        if not isinstance(norm.clip, bool):
+            problems.append("normalization clip must be true or false")
+        clip_min = num.real("normalization clip_min", norm.clip_min)
+        clip_max = num.real("normalization clip_max", norm.clip_max)
+        if clip_min is not None and clip_max is not None and not clip_min < clip_max:
+            problems.append(f"normalization clip_min {clip_min:g} must be below clip_max {clip_max:g}")
+        for label, values, positive in (("mean", norm.mean, False), ("std", norm.std, True)):
+            if values is None:
+                continue
+            if not isinstance(values, list) or not values or not all(
+                _is_real(v) and math.isfinite(v) for v in values
+            ):
+                problems.append(f"normalization {label} must be a list of finite numbers")
+            elif positive and any(v <= 0 for v in values):
+                problems.append("fixed normalization needs std > 0")
+        if norm.kind == "fixed" and (not norm.mean or not norm.std):
+            problems.append("fixed normalization needs mean and std")
+        tile = num.whole("tile_size", self.tile_size, 32, 8192)
+        if tile is not None and tile % 32:
+            problems.append(f"tile_size {tile} is not a multiple of 32")
+        num.real("overlap", self.overlap, 0, 0.9)
+        num.real("threshold", self.threshold, 0, 1)
+        num.real("scale_factor", self.scale_factor, 1e-3, 1e3, above_low=True)
+        if self.object_size is not None:
+            num.real("object_size", self.object_size, 0, 1e5, above_low=True)
+        pp = self.postprocess
+        num.real("post-processing min_size", pp.min_size, 0, 1e12)
+        for flag in ("fill_holes", "instances", "split_touching"):
+            if not isinstance(getattr(pp, flag), bool):
+                problems.append(f"post-processing {flag} must be true or false")
+        if pp.object_diameter is not None:
+            num.real("post-processing object_diameter", pp.object_diameter, 0, 1e5, above_low=True)
         if self.object_polarity not in ("bright", "dark", "any"):
-            problems.append(f"object_polarity {self.object_polarity!r} is not bright, dark or any")
+            problems.append(f"object_polarity {printable(repr(self.object_polarity), 40)} is not "
+                            "bright, dark or any")
         if self.output_kind != "binary":
-            problems.append(f"output kind {self.output_kind!r} is not supported (only 'binary')")
+            problems.append(f"output kind {printable(repr(self.output_kind), 40)} is not supported "
+                            "(only 'binary')")
         if problems:
             raise ModelLoadError(f"{source}: " + "; ".join(problems) + ".")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+class _Numbers:
+    """Type and range checks that collect one problem per bad value."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+
+    def real(self, name: str, value: Any, low: float = -math.inf, high: float = math.inf,
+             above_low: bool = False) -> float | None:
+        if not _is_real(value) or not math.isfinite(value):
+            self.problems.append(f"{name} must be a finite number, not {printable(repr(value), 40)}")
+            return None
+        if value < low or value > high or (above_low and value <= low):
+            rel = ">" if above_low else ">="
+            bound = f"{rel} {low:g}" + (f" and <= {high:g}" if math.isfinite(high) else "")
+            self.problems.append(f"{name} {value:g} must be {bound}")
+            return None
+        return float(value)
+
+    def whole(self, name: str, value: Any, low: int, high: int) -> int | None:
+        if not _is_int(value):
+            self.problems.append(f"{name} must be a whole number, not {printable(repr(value), 40)}")
+            return None
+        if not low <= value <= high:
+            self.problems.append(f"{name} {value} must be from {low} to {high}")
+            return None
+        return int(value)
 
 
 def _known(cls: type, data: Any) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from napari_segloop.core.errors import ModelLoadError
+from napari_segloop.core.text import printable
 
 if TYPE_CHECKING:
     import torch
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ModelSpec",
+    "allowed_options",
     "architectures",
     "build_model",
     "create_model",
@@ -141,27 +143,85 @@ def spec_name(model: Any) -> str:
     return type(model).__name__
 
 
-def build_model(name: str, kwargs: Mapping[str, Any]) -> Any:
-    """Build architecture ``name`` from keyword arguments, with no pretrained weights.
+def allowed_options(spec: ModelSpec) -> set[str]:
+    """The init arguments of ``spec`` that a bundle may set (its named parameters).
 
-    ``encoder_weights`` is forced to None: weights come from a file, never
-    from the network. Lists of numbers become tuples (JSON has no tuples).
+    Keyword arguments an architecture passes on (smp gives them to the timm
+    encoder) are never allowed from a file.
+    """
+    import inspect
+
+    target = spec.build.__init__ if isinstance(spec.build, type) else spec.build
+    params = inspect.signature(target).parameters.values()
+    return {p.name for p in params
+            if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+
+
+def build_model(
+    name: str,
+    kwargs: Mapping[str, Any],
+    *,
+    expected: Callable[[Any], None] | None = None,
+    notes: list[str] | None = None,
+) -> Any:
+    """Build architecture ``name`` from a bundle's keyword arguments, with no pretrained weights.
+
+    The arguments pass the allow-list first
+    (:func:`napari_segloop.core.models.options.check_config`): only known keys
+    with values in range; ``encoder_weights`` is forced to None, so weights
+    come from a file, never from the network. Lists of numbers become tuples
+    (JSON has no tuples).
+
+    Parameters
+    ----------
+    name : str
+        Registry name.
+    kwargs : mapping
+        Init arguments (a bundle's ``config.json`` without ``_model_class``).
+    expected : callable, optional
+        Called with a network built on PyTorch's ``meta`` device (shapes, no
+        memory) before the real one is built: the weight file's shapes are
+        compared there, so a config that does not fit its weights (or asks
+        for a huge network) fails before anything is allocated. Architectures
+        that cannot be built on ``meta`` skip this step (their sizes are
+        still bounded by the allow-list).
+    notes : list of str, optional
+        Receives what was honoured rather than taken literally.
 
     Raises
     ------
     ModelLoadError
-        Unknown architecture, or arguments it cannot be built with.
+        Unknown architecture, a key or value the allow-list refuses, or
+        arguments it cannot be built with.
     """
+    from napari_segloop.core.models.options import check_config
+
     spec = get_spec(name)
-    kw = dict(kwargs)
-    kw["encoder_weights"] = None
-    for key in ("decoder_channels", "upsampling", "encoder_output_stride"):
+    checked = check_config(spec.name, kwargs, allowed_options(spec))
+    if notes is not None:
+        notes.extend(checked.notes)
+    kw = dict(checked.kwargs)
+    for key in ("decoder_channels", "upsampling", "encoder_output_stride",
+                "decoder_atrous_rates", "decoder_intermediate_channels"):
         if isinstance(kw.get(key), list):
             kw[key] = tuple(kw[key])
+    if expected is not None:
+        import torch
+
+        try:
+            with torch.device("meta"):
+                shell = spec.build(**kw)
+        except Exception:  # e.g. .item() during init: compare after the real build instead
+            shell = None
+        if shell is not None:
+            expected(shell)
+            del shell
     try:
         return spec.build(**kw)
     except Exception as exc:
-        raise ModelLoadError(f"{spec.name} cannot be built with these settings: {exc}") from exc
+        raise ModelLoadError(
+            f"{spec.name} cannot be built with these settings: {printable(exc, 200)}"
+        ) from exc
 
 
 def input_multiple(model: Any) -> int:
@@ -259,12 +319,16 @@ def create_model(
     weights = None if encoder_weights in (None, "", "none", "None") else str(encoder_weights)
     spec = get_spec(architecture)
     if spec.family == "smp":
-        import segmentation_models_pytorch as smp
+        from napari_segloop.core.models.options import check_config, check_encoder_name
 
-        if encoder not in smp.encoders.get_encoder_names() and not encoder.startswith("tu-"):
-            raise ModelLoadError(
-                f"Unknown encoder {encoder!r} (see smp's encoder list, or use 'tu-<timm name>')."
-            )
+        try:
+            check_encoder_name(str(encoder))
+            # What is saved must load again: the same allow-list as bundles.
+            check_config(spec.name, {"in_channels": in_channels, "classes": classes, **model_kwargs},
+                         allowed_options(spec))
+        except ModelLoadError as exc:
+            text = str(exc)
+            raise ModelLoadError(text[0].upper() + text[1:] + ".") from None
     if weights is not None and not _network_reachable():
         # The weights may already be in the local cache: try offline first.
         try:
