@@ -351,3 +351,15 @@ def test_printable_escapes_controls_and_cuts():
     assert printable("line\nbreak", keep_newlines=True) == "line\nbreak"
     assert printable("é ü 細胞") == "é ü 細胞"
     assert printable("abcdef", limit=3) == "abc... (3 more characters)"
+
+
+@pytest.mark.parametrize(("old", "new"), [(True, "batchnorm"), (False, "identity"), ("inplace", "inplace")])
+def test_the_old_smp_name_of_decoder_normalisation_is_understood(bundle_dir, old, new):
+    config = _config(bundle_dir)
+    config.pop("decoder_use_norm")
+    (bundle_dir / CONFIG_FILE).write_text(json.dumps({**config, "decoder_use_batchnorm": old}))
+    if new == "batchnorm":
+        assert load_bundle(bundle_dir).config["decoder_use_norm"] == "batchnorm"
+    else:  # other decoder layers than the saved weights: refused by the shape check, not misread
+        with pytest.raises(ModelLoadError):
+            load_bundle(bundle_dir)

@@ -153,3 +153,22 @@ def test_unknown_encoder(docks, tiny_bundle, wait_job, notifications):
     assert dock.session.bundle is tiny_bundle
     (error,) = _errors(notifications)
     assert "no-such-encoder" in error
+
+
+def test_a_hostile_bundle_is_refused_with_one_notification(docks, tiny_bundle, tmp_path, wait_job,
+                                                           notifications):
+    """A bundle naming a hub encoder and an escape sequence: one escaped error, previous model kept."""
+    import json
+
+    folder = save_bundle(tiny_bundle, tmp_path / "evil")
+    config = json.loads((folder / "config.json").read_text())
+    config["encoder_name"] = "tu-hf-hub:timm/resnet18.a1_in1k"
+    config["\x1b[2Jcheckpoint_path"] = "/etc/passwd"
+    (folder / "config.json").write_text(json.dumps(config))
+    _viewer, dock, _ = docks(tiny_bundle)
+    assert dock.load(str(folder))
+    wait_job(dock.session)
+    assert dock.session.bundle is tiny_bundle
+    (error,) = _errors(notifications)
+    assert "is not an encoder name" in error and "\x1b" not in error
+    assert dock.status.textFormat() == dock.status.textFormat().PlainText

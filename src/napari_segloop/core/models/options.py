@@ -256,6 +256,12 @@ def check_config(
     """
     out: dict[str, Any] = {}
     notes: list[str] = []
+    params = dict(params)
+    for old in ("decoder_use_batchnorm", "psp_use_batchnorm"):
+        # Bundles saved with smp < 0.5 name the decoder's normalisation the old way.
+        if old in params and allowed is not None and old not in allowed and "decoder_use_norm" in allowed:
+            value = OPTIONS[old](old, params.pop(old))
+            params.setdefault("decoder_use_norm", {True: "batchnorm", False: "identity"}.get(value, value))
     for key, value in params.items():
         shown = printable(key, 60)
         check = OPTIONS.get(key) if isinstance(key, str) else None
