@@ -363,3 +363,12 @@ def test_the_old_smp_name_of_decoder_normalisation_is_understood(bundle_dir, old
     else:  # other decoder layers than the saved weights: refused by the shape check, not misread
         with pytest.raises(ModelLoadError):
             load_bundle(bundle_dir)
+
+
+def test_a_weights_file_that_is_a_pipe_is_refused_without_hanging(tmp_path, capsys):
+    path = tmp_path / "weights.pt"
+    os.mkfifo(path)
+    with pytest.raises(ModelLoadError, match="not a regular file"):
+        _load_tiny(path)
+    assert "not a regular file" in _cli_one_line(capsys, "info", str(path), "--arch", "Unet",
+                                                  "--encoder", ENCODER)

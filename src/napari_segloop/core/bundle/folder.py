@@ -287,8 +287,9 @@ def load_state_dict_model(
         Settings to attach (defaults otherwise).
     """
     p = Path(path)
-    if not p.is_file():
-        raise ModelLoadError(f"Model file not found: {p}.")
+    if not p.exists() and not p.is_symlink():
+        raise ModelLoadError(f"Model file not found: {printable(p)}.")
+    check_regular_file(p, "weights file")
     state = _read_state_dict(p)
     bundle = create_model(architecture, encoder, in_channels, classes, None, settings, **model_kwargs)
     load_weights(bundle.model, state, str(p))
