@@ -292,9 +292,8 @@ def test_pickle_payload_model_is_refused(capsys, images, tmp_path):
 def test_output_in_a_missing_folder(capsys, model_dir, images, tmp_path):
     out = tmp_path / "no" / "such" / "p.tif"
     code, _, err = run(capsys, "predict", images["a"], "-m", model_dir, "-o", out)
-    assert code == EXIT_FAILED
-    errors = _errors(err)
-    assert any(str(out) in e and "does not exist" in e for e in errors)
+    assert code == EXIT_USAGE, "refused before the model is loaded"
+    assert _errors(err) == [f"segloop: error: -o {out}: the folder {out.parent} does not exist."]
     _no_traceback(err)
 
 
@@ -302,8 +301,8 @@ def test_output_folder_that_cannot_be_created(capsys, model_dir, images, tmp_pat
     blocker = tmp_path / "file.txt"
     blocker.write_text("x")
     code, _, err = run(capsys, "predict", images["a"], images["b"], "-m", model_dir, "-o", blocker / "out")
-    assert code == EXIT_FAILED
-    assert len(_errors(err)) == 1 and "cannot create the output folder" in err
+    assert code == EXIT_USAGE, "refused before the model is loaded"
+    assert len(_errors(err)) == 1 and f"{blocker} is not a folder" in err
     _no_traceback(err)
 
 
@@ -438,20 +437,31 @@ def test_installed_console_script(model_dir, images, tmp_path):
     assert mask.dtype == np.uint8 and mask.shape == (45, 67)
 
 
-def test_unavailable_gpu_is_a_single_note_and_the_cpu_is_used(capsys, model_dir, images, tmp_path, no_gpu):
+def test_an_unavailable_gpu_is_one_error_and_nothing_is_written(capsys, model_dir, images, tmp_path, no_gpu):
     code, _, err = run(capsys, "predict", images["a"], images["b"], "-m", model_dir, "-o", tmp_path / "o",
                        "--device", "cuda")
+    assert code == EXIT_USAGE
+    assert _errors(err) == ["segloop: error: Device cuda is not available (no CUDA GPU found); "
+                            "use --device auto or cpu."]
+    assert "CPU instead" not in err
+    assert not (tmp_path / "o").exists()
+    _no_traceback(err)
+
+
+def test_auto_without_a_gpu_uses_the_cpu_silently(capsys, model_dir, images, tmp_path, no_gpu):
+    code, _, err = run(capsys, "predict", images["a"], images["b"], "-m", model_dir, "-o", tmp_path / "o",
+                       "--device", "auto", "-q")
     assert code == EXIT_OK, err
-    notes = [line for line in err.splitlines() if "CPU instead" in line]
-    assert len(notes) == 1 and notes[0].startswith("segloop: note:")
+    assert "CPU" not in err and not _errors(err)
     assert len(list((tmp_path / "o").iterdir())) == 2
 
 
 def test_the_input_is_never_overwritten(capsys, model_dir, images, tmp_path):
     before = images["a"].read_bytes()
     code, _, err = run(capsys, "predict", images["a"], "-m", model_dir, "-o", images["a"])
-    assert code == EXIT_FAILED
-    assert len(_errors(err)) == 2 and "overwrite" in err
+    assert code == EXIT_USAGE
+    assert _errors(err) == [f"segloop: error: -o {images['a']} is one of the inputs (an input image); "
+                            "choose another file name."]
     assert images["a"].read_bytes() == before
     _no_traceback(err)
 
@@ -462,9 +472,10 @@ def test_an_output_name_that_is_another_input_is_refused(capsys, model_dir, imag
     shutil.copy(images["a"], clash)
     before = clash.read_bytes()
     code, _, err = run(capsys, "predict", images["a"], clash, "-m", model_dir, "-o", folder, "-q")
-    assert code == EXIT_FAILED
+    assert code == EXIT_USAGE, "refused before any image is predicted"
+    assert len(_errors(err)) == 1 and f"the output {clash} is one of the inputs" in err
     assert clash.read_bytes() == before, "the second input was not overwritten before being read"
-    assert (folder / "a_probability_probability.tif").exists()
+    assert not (folder / "a_probability_probability.tif").exists()
     _no_traceback(err)
 
 

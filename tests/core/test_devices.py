@@ -1,4 +1,4 @@
-"""Device choice: a real probe, CPU fallback with a notice, float32 on the CPU."""
+"""Device choice: a real probe, an error for an explicit device that is not there, float32 on the CPU."""
 
 from __future__ import annotations
 
@@ -60,22 +60,42 @@ def test_unsupported_torch_device_type_is_a_device_error():
         resolve_device("meta")
 
 
-def test_absent_cuda_falls_back_to_the_cpu_with_a_notice(no_gpu):
-    choice = resolve_device("cuda")
-    assert choice.device.type == "cpu"
-    assert choice.requested == "cuda"
-    assert len(choice.notices) == 1 and "CPU" in choice.notices[0] and "cuda" in choice.notices[0]
+@pytest.mark.parametrize("name", ["cuda", "CUDA", "cuda:0", "cuda:1"])
+def test_absent_cuda_is_a_device_error_not_a_cpu_fallback(no_gpu, name):
+    with pytest.raises(DeviceError) as info:
+        resolve_device(name)
+    text = str(info.value)
+    assert text == (f"Device {name.lower()} is not available (no CUDA GPU found); "
+                    "use --device auto or cpu.")
+    assert "\n" not in text
 
 
-def test_failing_cuda_probe_falls_back_to_the_cpu(broken_cuda):
+def test_absent_mps_is_a_device_error(no_gpu):
+    with pytest.raises(DeviceError, match=r"^Device mps is not available \(no Apple MPS device found\)"):
+        resolve_device("mps")
+
+
+def test_a_cuda_index_beyond_the_gpus_names_them(monkeypatch):
+    monkeypatch.setattr(devices, "probe", lambda device: torch.device(device).index in (None, 0))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("cuda:0").device == torch.device("cuda:0")
+    with pytest.raises(DeviceError, match=r"Device cuda:3 is not available \(this machine has 1 CUDA GPU, "
+                                          r"cuda:0 to cuda:0\); use --device auto or cpu\."):
+        resolve_device("cuda:3")
+
+
+def test_failing_cuda_probe_is_a_device_error_but_auto_falls_back_silently(broken_cuda):
     assert probe("cuda") is False
     assert broken_cuda, "the probe really tried an allocation"
-    choice = resolve_device("cuda:0")
-    assert choice.device == torch.device("cpu")
-    assert any("cuda:0" in n and "CPU" in n for n in choice.notices)
-    # auto silently skips the broken GPU
+    with pytest.raises(DeviceError) as info:
+        resolve_device("cuda:0")
+    assert str(info.value) == ("Device cuda:0 is not available (failed a test allocation); "
+                               "use --device auto or cpu.")
+    # auto silently skips the broken GPU, and the CPU always works
     auto = resolve_device("auto")
-    assert auto.device.type == "cpu"
+    assert auto.device.type == "cpu" and auto.notices == []
+    assert resolve_device("cpu").device.type == "cpu"
 
 
 def test_available_devices_lists_only_working_devices(broken_cuda):

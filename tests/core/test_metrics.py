@@ -317,7 +317,7 @@ def test_stack_whole_is_the_sum_of_its_slices():
     truth = np.zeros((3, 30, 40), np.int32)
     truth[:, 5:15, 5:15] = 1  # the same id in every slice: three 2-D objects
     truth[1, 20:28, 20:30] = 2
-    prob[:, 5:15, 5:15] += 1.0
+    prob[:, 5:15, 5:15] = 1.0
     st = evaluate_stack(prob, truth, 0.7)
     assert len(st.slices) == 3
     total = st.slices[0].pixel + st.slices[1].pixel + st.slices[2].pixel

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 
 import numpy as np
 import pytest
@@ -312,3 +313,36 @@ def test_previews_rendered_by_napari_match_the_codes_exactly(make_napari_viewer)
                 code = codes[y, x]
                 expected = np.round(np.array(CONFUSION_COLORS[code][:3]) * 255) if code != TN else (0, 0, 0)
                 np.testing.assert_allclose(pixel, expected, atol=3, err_msg=f"t={t}, code {code}")
+
+
+def test_csv_export_never_replaces_a_file_of_an_open_layer(setup, qtbot, tmp_path, notifications):
+    import tifffile
+
+    prob, truth = make_pair()
+    viewer, _, cdock = setup(prob=prob, with_truth=False, threshold_dock=False)
+    path = tmp_path / "truth.tif"
+    tifffile.imwrite(path, truth)
+    before = path.read_bytes()
+    (layer,) = viewer.open(str(path), plugin="napari", layer_type="labels")
+    assert str(layer.source.path) == str(path)
+    cdock.truth_combo.set_layer(layer)
+    wait_idle(qtbot, cdock)
+    assert cdock.metrics_rows(), "there are metrics to export"
+    start = len(notifications())
+    assert cdock.export_csv(path) is None
+    assert cdock.export_csv(tmp_path / "elsewhere.tif") is None  # an image name: likely a mistake
+    assert cdock.export_csv(tmp_path / "missing" / "m.csv") is None
+    link = tmp_path / "truth.csv"  # a CSV name, but the very file of the layer
+    os.link(path, link)
+    assert cdock.export_csv(link) is None
+    messages = [n.message for n in notifications()[start:] if n.severity == "error"]
+    assert messages == [
+        f"{path} is one of the inputs (the layer 'truth'); choose another file name.",
+        f"{tmp_path / 'elsewhere.tif'}: .tif is an image format, not CSV; choose a name ending in .csv.",
+        f"{tmp_path / 'missing' / 'm.csv'}: the folder {tmp_path / 'missing'} does not exist.",
+        f"{link} is one of the inputs (the layer 'truth', {path}); choose another file name.",
+    ]
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["truth.csv", "truth.tif"]
+    out = cdock.export_csv(tmp_path / "metrics.csv")
+    assert out is not None and out.read_text().startswith("name,")

@@ -297,3 +297,43 @@ def test_unusual_dtypes(docks, tiny_bundle, qtbot, wait_job, dtype):
     wait_job(dock.session)
     (prob,) = _prob_layers(viewer)
     assert prob.data.dtype == np.float32 and np.isfinite(prob.data).all()
+
+
+def test_a_remembered_device_that_is_gone_is_shown_and_refused(docks, tiny_bundle, image_2d, notifications,
+                                                               no_gpu, monkeypatch):
+    """A GPU chosen in an earlier session and missing now: a notice, and Run refuses; never the CPU."""
+    from napari_segloop.widgets.settings import UserSettings
+
+    monkeypatch.setattr(UserSettings, "device", property(lambda self: "cuda", lambda self, value: None))
+    viewer, _, dock = docks(tiny_bundle)
+    assert dock.session.devices == ["cpu"]
+    assert dock.device_combo.currentText() == "cuda", "the choice is kept visible, not replaced"
+    warnings = [n.message for n in notifications() if n.severity == "warning"]
+    expected = ("Device cuda is not available on this machine (working: cpu); "
+                "choose auto or cpu in the Device box.")
+    assert expected in warnings
+    viewer.add_image(image_2d, name="cells")
+    assert dock.run() is False
+    assert dock.worker is None and not dock.session.busy
+    assert expected in [n.message for n in notifications() if n.severity == "error"]
+    assert dock.status.text() == expected
+    assert _prob_layers(viewer) == []
+    dock.device_combo.setCurrentText("cpu")
+    assert dock.options().device == "cpu"
+
+
+def test_a_gpu_that_fails_after_the_start_is_an_error_not_the_cpu(docks, tiny_bundle, image_2d, qtbot,
+                                                                   wait_job, notifications, no_gpu):
+    """The device list was probed when a GPU worked; at Run it fails: the job says so, nothing is shown."""
+    viewer, _, dock = docks(tiny_bundle)
+    dock.session._devices = ["cuda", "cpu"]  # as probed earlier, when the GPU still worked
+    dock.device_combo.addItem("cuda")
+    dock.device_combo.setCurrentText("cuda")
+    viewer.add_image(image_2d, name="cells")
+    _configure(dock)
+    assert dock.run()
+    wait_job(dock.session)
+    errors = [n.message for n in notifications() if n.severity == "error"]
+    assert any("Device cuda is not available (no CUDA GPU found)" in m for m in errors), errors
+    assert "not available" in dock.status.text()
+    assert _prob_layers(viewer) == []

@@ -92,3 +92,39 @@ def load_model(args: argparse.Namespace) -> Any:
     from napari_segloop.core.bundle import load_model as core_load
 
     return core_load(args.model, args.arch, args.encoder, args.in_channels)
+
+
+def add_image_limit_arg(p: argparse.ArgumentParser) -> None:
+    """``--max-image-size``: the largest decoded size of an input image."""
+    p.add_argument("--max-image-size", default=None, metavar="SIZE",
+                   help="refuse input images larger than SIZE once decoded (e.g. 20GB, 500MB, a "
+                        "number of bytes, or none); default: $SEGLOOP_MAX_IMAGE_BYTES, else a "
+                        "quarter of the available memory")
+
+
+def apply_image_limit(args: argparse.Namespace) -> str | None:
+    """Apply ``--max-image-size`` (or, when it is not given, the environment and the default).
+
+    Returns
+    -------
+    str or None
+        The error message for a bad size (or a bad ``SEGLOOP_MAX_IMAGE_BYTES``), else None.
+    """
+    from napari_segloop.core.errors import InputError
+    from napari_segloop.core.io.limits import (
+        max_image_bytes,
+        parse_size,
+        reset_max_image_bytes,
+        set_max_image_bytes,
+    )
+
+    text = getattr(args, "max_image_size", None)
+    try:
+        if text is None:
+            reset_max_image_bytes()
+            max_image_bytes()  # a bad SEGLOOP_MAX_IMAGE_BYTES is told before any work
+        else:
+            set_max_image_bytes(parse_size(text))
+    except InputError as exc:
+        return f"--max-image-size: {exc}" if text is not None else str(exc)
+    return None

@@ -12,11 +12,13 @@ from napari_segloop.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
+    add_image_limit_arg,
+    apply_image_limit,
     err,
     evaluate_threshold_arg,
     say,
 )
-from napari_segloop.cli.predict import OBJECT_DIMS
+from napari_segloop.cli.predict import OBJECT_DIMS, model_input
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -62,6 +64,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true",
                    help="print JSON: one object for one pair, else {rows, summary, errors}")
     p.add_argument("--csv", metavar="FILE", default=None, help="also write the rows to a CSV file")
+    add_image_limit_arg(p)
 
 
 def parse_object_diameter(text: str | None) -> float | None:
@@ -115,8 +118,12 @@ def run(args: argparse.Namespace) -> int:
     from napari_segloop.core.evaluation.batch import evaluate_files
     from napari_segloop.core.evaluation.report import write_metrics_csv
     from napari_segloop.core.events import Notice, run_to_end
-    from napari_segloop.core.io.images import read_image
+    from napari_segloop.core.io.guard import CSV_OUTPUT, OutputPlan
+    from napari_segloop.core.io.images import expand_inputs, read_image
 
+    if (problem := apply_image_limit(args)) is not None:
+        err(problem)
+        return EXIT_USAGE
     pred_arg, truth_arg = Path(args.prediction), Path(args.truth)
     for path in (pred_arg, truth_arg):
         if not path.exists():
@@ -134,6 +141,24 @@ def run(args: argparse.Namespace) -> int:
         err(str(exc))
         return EXIT_USAGE
     threshold = "best" if args.best_threshold else args.threshold
+    if args.csv:
+        # Checked before any work: the CSV must not replace an input, and must be writable.
+        plan = OutputPlan()
+        for arg, what in ((pred_arg, "the prediction"), (truth_arg, "the ground truth")):
+            if arg.is_dir():
+                for path in expand_inputs([arg])[0]:
+                    plan.protect(path, f"{what.replace('the ', 'a ', 1)} in {arg}")
+            else:
+                plan.protect(arg, what)
+        plan.protect(args.region, "the region")
+        if args.model != "default" or threshold == "auto":
+            plan.protect(model_input(args.model), "the model")
+        plan.add(args.csv, "--csv", kind=CSV_OUTPUT)
+        try:
+            plan.check()
+        except SegloopError as exc:
+            err(str(exc))
+            return EXIT_USAGE
     try:
         region = read_image(args.region) if args.region is not None else None
         report = run_to_end(
@@ -152,7 +177,8 @@ def run(args: argparse.Namespace) -> int:
     if args.csv:
         try:
             write_metrics_csv(args.csv, report.rows + report.failures
-                              + ([report.summary] if not report.single else []))
+                              + ([report.summary] if not report.single else []),
+                              protect=plan.inputs)
         except SegloopError as exc:
             err(str(exc))
             return EXIT_FAILED

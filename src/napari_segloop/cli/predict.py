@@ -12,7 +12,9 @@ from napari_segloop.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
+    add_image_limit_arg,
     add_model_args,
+    apply_image_limit,
     channel_axis_arg,
     err,
     load_model,
@@ -65,38 +67,60 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--channel", type=int, default=None, help="use only this channel")
     p.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    add_image_limit_arg(p)
     add_model_args(p)
 
 
 def output_paths(
-    inputs: list[Path], output: Path, suffix: str, kind: str, as_folder: bool = False
+    inputs: list[Path], output: Path, suffix: str, kind: str, as_folder: bool = False,
+    *, create: bool = True,
 ) -> list[Path]:
-    """One output path per input: ``output`` itself for one file, else ``<stem>_<kind><suffix>`` in it."""
+    """One output path per input: ``output`` itself for one file, else ``<stem>_<kind><suffix>`` in it.
+
+    Names that differ only in case are numbered too (they are one file on
+    case-insensitive file systems). ``create=False`` leaves the folder to
+    the caller (created after the outputs were checked).
+    """
     if len(inputs) == 1 and not (output.is_dir() or as_folder):
         return [output]
-    output.mkdir(parents=True, exist_ok=True)
+    if create:
+        output.mkdir(parents=True, exist_ok=True)
     seen: dict[str, int] = {}
     paths = []
     for p in inputs:
         stem = f"{p.stem}_{kind}"
-        n = seen.get(stem, 0)
-        seen[stem] = n + 1
+        n = seen.get(stem.casefold(), 0)
+        seen[stem.casefold()] = n + 1
         paths.append(output / f"{stem}{'' if n == 0 else f'_{n + 1}'}{suffix}")
     return paths
+
+
+def model_input(spec: str) -> Path | None:
+    """The file or folder behind ``--model``, which no output may overwrite or write into."""
+    if str(spec) == "default":
+        from napari_segloop.core.bundle import default_model_path
+
+        return default_model_path()
+    path = Path(spec)
+    return path if path.exists() else None
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``segloop predict``."""
     from tqdm import tqdm
 
-    from napari_segloop.core.errors import InputError, SegloopError
+    from napari_segloop.core.errors import SegloopError
     from napari_segloop.core.events import Notice, Progress, run_to_end
     from napari_segloop.core.inference.devices import resolve_device
     from napari_segloop.core.inference.files import predict_file
     from napari_segloop.core.inference.predict import PredictOptions
     from napari_segloop.core.inference.threads import apply_threads
-    from napari_segloop.core.io.images import expand_inputs
+    from napari_segloop.core.io.guard import OutputPlan
+    from napari_segloop.core.io.images import IMAGE_OUTPUT, PROBABILITY_OUTPUT, expand_inputs
 
+    if (problem := apply_image_limit(args)) is not None:
+        err(problem)
+        return EXIT_USAGE
     files, skipped = expand_inputs(args.inputs)
     for text in skipped:
         note(text)
@@ -112,6 +136,30 @@ def run(args: argparse.Namespace) -> int:
     if len(files) == 1 and not output.is_dir() and not output.suffix and not as_folder:
         err(f"{output}: give a file name with .tif or .npy, or an existing folder.")
         return EXIT_USAGE
+    # Every output is checked before the model is loaded or an image is read: none may be
+    # an input (nor inside the model bundle), and each must be writable where it goes.
+    kind = "probability" if args.threshold is None else "mask"
+    targets = output_paths(files, output, ".tif", kind, as_folder, create=False)
+    in_folder = targets != [output]
+    plan = OutputPlan([(f, "an input image") for f in files])
+    plan.protect(model_input(args.model), "the model")
+    for dst in targets:
+        plan.add(dst, "the output" if in_folder else "-o",
+                 kind=PROBABILITY_OUTPUT if args.threshold is None else IMAGE_OUTPUT,
+                 create_folders=in_folder)
+    try:
+        plan.check()
+        # An explicit device must work (a usage error otherwise); auto falls back silently.
+        choice = resolve_device(args.device)
+    except SegloopError as exc:
+        err(str(exc))
+        return EXIT_USAGE
+    if in_folder:
+        try:
+            output.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            err(f"{output}: cannot create the output folder ({exc.strerror or exc}).")
+            return EXIT_FAILED
     apply_threads(args.threads)
     try:
         bundle = load_model(args)
@@ -126,23 +174,16 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         options.resolved(bundle)
-        # Resolve the device once: a bad name is a usage error, a fallback is told once.
-        choice = resolve_device(args.device)
     except SegloopError as exc:
         err(str(exc))
         return EXIT_USAGE
     for text in choice.notices:
         note(text)
-    options.device = str(choice.device)
-    kind = "probability" if args.threshold is None else "mask"
-    try:
-        targets = output_paths(files, output, ".tif", kind, as_folder)
-    except OSError as exc:
-        err(f"{output}: cannot create the output folder ({exc.strerror or exc}).")
-        return EXIT_FAILED
+    # An explicit device was probed above; auto is resolved per image (a GPU that stops
+    # working then falls back to the CPU, as auto promises).
+    options.device = "auto" if choice.requested == "auto" else str(choice.device)
 
     failed = 0
-    inputs = {f.resolve() for f in files}  # never overwrite a user's file that is still to be read
     for src, dst in zip(files, targets, strict=True):
         # disable=None: no progress bar when stderr is not a terminal (logs, pipes).
         bar = tqdm(total=None, desc=src.name, unit="tile", disable=True if args.quiet else None,
@@ -158,8 +199,6 @@ def run(args: argparse.Namespace) -> int:
                 note(f"{src.name}: {event.text}")
 
         try:
-            if dst.resolve() in inputs:
-                raise InputError(f"{src}: the output {dst} would overwrite an input; choose another output.")
             run_to_end(predict_file(bundle, src, dst, options, args.threshold,
                                     object_dims=OBJECT_DIMS[args.objects]), show)
             if not args.quiet:

@@ -372,8 +372,26 @@ class ConfusionDock(QWidget):
         self.status.setText("Metrics copied to the clipboard.")
         return True
 
+    def protected_inputs(self) -> list[tuple[Path, str]]:
+        """Files the export must never replace: every layer opened from a file, and the model."""
+        found: list[tuple[Path, str]] = []
+        for layer in self.viewer.layers:
+            path = getattr(getattr(layer, "source", None), "path", None)
+            if path:
+                found.append((Path(path), f"the layer {layer.name!r}"))
+        bundle = self.session.bundle
+        source = None if bundle is None else str(getattr(bundle, "source", "") or "")
+        if source and source not in ("new", "default") and Path(source).exists():
+            found.append((Path(source), "the model"))
+        return found
+
     def export_csv(self, path: str | Path) -> Path | None:
-        """Write the metrics to a CSV file; None (with a notification) if it failed."""
+        """Write the metrics to a CSV file; None (with a notification) if it failed.
+
+        Refused (with a notification, nothing written): a file of an open
+        layer or of the model, an image or model suffix, a missing or
+        read-only folder (see :mod:`napari_segloop.core.io.guard`).
+        """
         from napari.utils.notifications import show_error, show_info
 
         rows = self.metrics_rows()
@@ -381,7 +399,7 @@ class ConfusionDock(QWidget):
             show_error("No metrics yet: choose a prediction and a ground truth of the same shape.")
             return None
         try:
-            out = write_metrics_csv(path, rows)
+            out = write_metrics_csv(path, rows, protect=self.protected_inputs())
         except SegloopError as exc:
             show_error(str(exc))
             return None

@@ -215,7 +215,16 @@ class PredictDock(QWidget):
 
     def _load_settings(self) -> None:
         s = self.settings
-        device = s.device if self.device_combo.findText(s.device) >= 0 else "auto"
+        device = s.device or "auto"
+        if self.device_combo.findText(device) < 0:
+            # A device remembered from an earlier session that is not here now (a GPU removed, a
+            # broken driver): kept visible and refused at Run, never silently replaced by the CPU.
+            self.device_combo.addItem(device)
+            self.device_combo.setItemData(self.device_combo.count() - 1, "not available",
+                                          Qt.ItemDataRole.ToolTipRole)
+            from napari.utils.notifications import show_warning
+
+            show_warning(self.unavailable_device_message(device))
         self.device_combo.setCurrentText(device)
         self.session.set_device(device)
         self.tile_spin.setValue(0 if s.tile_size == MODEL_DEFAULT else s.tile_size)
@@ -228,6 +237,11 @@ class PredictDock(QWidget):
         self.overlap_spin.valueChanged.connect(self._save_tiling)
         self.batch_spin.valueChanged.connect(self._save_tiling)
         self.threads_spin.valueChanged.connect(self._save_tiling)
+
+    def unavailable_device_message(self, device: str) -> str:
+        """The one line shown when ``device`` is chosen but does not work on this machine."""
+        return (f"Device {device} is not available on this machine (working: "
+                f"{', '.join(self.session.devices)}); choose auto or cpu in the Device box.")
 
     def _device_chosen(self, device: str) -> None:
         self.settings.device = device
@@ -381,6 +395,11 @@ class PredictDock(QWidget):
             return False
         bundle = self.session.bundle
         options = self.options()
+        if options.device not in ("auto", *self.session.devices):
+            text = self.unavailable_device_message(options.device)
+            show_error(text)
+            self.status.setText(text)
+            return False
         slice_only = self.mode_combo.currentText() == "current slice"
         try:
             inp = layer_io.read_input(layer, self.viewer, options, self._model_channels(), slice_only)

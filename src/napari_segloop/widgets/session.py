@@ -173,10 +173,11 @@ class Session:
             self.device_changed.emit(device)
 
     def resolved_device(self) -> str:
-        """The device that will actually be used for :attr:`device`."""
+        """The device that will be used for :attr:`device` (an explicit one that is missing is
+        shown as such: runs refuse it rather than silently using the CPU)."""
         if self.device in ("", "auto"):
             return self.devices[0]
-        return self.device if self.device in self.devices else "cpu"
+        return self.device if self.device in self.devices else f"{self.device} (not available)"
 
     # -- jobs ----------------------------------------------------------------
     @property

@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import time
-import uuid
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,7 @@ from napari_segloop.core.bundle.weights import (
     read_safetensors_header,
 )
 from napari_segloop.core.errors import BundleExistsError, ModelLoadError
-from napari_segloop.core.io.atomic import atomic_path
+from napari_segloop.core.io.atomic import atomic_path, remove_stale_temps, temp_folder_paths
 from napari_segloop.core.masks import PostProcess
 from napari_segloop.core.models.registry import build_model, create_model, write_model_files
 from napari_segloop.core.text import printable
@@ -125,8 +124,9 @@ def save_bundle(
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ModelLoadError(f"Could not save the model to {folder}: {exc.strerror or exc}") from exc
-    tmp = parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
-    old = parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
+    # A save that was killed (no cleanup runs) left hidden folders of our naming: remove them.
+    remove_stale_temps(folder, folders=True)
+    tmp, old = temp_folder_paths(folder)
     settings = copy.deepcopy(bundle.settings)
     prov = _provenance_defaults()
     prov.update({k: v for k, v in settings.provenance.items() if k not in ("saved_at",)})

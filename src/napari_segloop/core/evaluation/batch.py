@@ -23,6 +23,7 @@ from napari_segloop.core.evaluation.checks import (
     as_probability,
     check_region,
     check_truth,
+    integer_map_notice,
     truth_foreground,
 )
 from napari_segloop.core.evaluation.curve import BestThreshold, ThresholdCurve, otsu_threshold
@@ -265,8 +266,10 @@ def evaluate_files(
             reg = check_region(region, pred.shape)
             is_prob = pred.dtype.kind == "f"
             if is_prob:
-                pred = as_probability(pred)
-            elif method in ("best", "otsu"):
+                pred = as_probability(pred, unit_range=True)
+            elif (remark := integer_map_notice(pred)) is not None:
+                yield Notice(f"{pred_path}: {remark}")
+            if not is_prob and method in ("best", "otsu"):
                 raise SegloopError(f"{pred_path} is a mask ({pred.dtype}), not a probability map: "
                                    f"--{'best-threshold' if method == 'best' else 'threshold otsu'} "
                                    "needs probabilities.")

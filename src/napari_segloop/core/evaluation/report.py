@@ -13,6 +13,7 @@ import numpy as np
 
 from napari_segloop.core.errors import InputError
 from napari_segloop.core.io.atomic import atomic_path
+from napari_segloop.core.io.guard import CSV_OUTPUT, InputSpec, check_output
 
 #: Column order of metric rows (CSV export, tables). Unknown extra keys follow.
 METRIC_COLUMNS: tuple[str, ...] = (
@@ -21,8 +22,6 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "n_true_objects", "n_pred_objects", "matched_objects", "missed_objects", "spurious_objects",
     "object_precision", "object_recall", "object_f1", "mean_matched_iou", "error",
 )
-
-
 
 
 def _cell(value: Any) -> Any:
@@ -67,18 +66,34 @@ def metrics_csv_text(rows: Iterable[Mapping[str, Any]], columns: Sequence[str] |
 
 
 def write_metrics_csv(
-    path: str | os.PathLike, rows: Iterable[Mapping[str, Any]], columns: Sequence[str] | None = None
+    path: str | os.PathLike,
+    rows: Iterable[Mapping[str, Any]],
+    columns: Sequence[str] | None = None,
+    *,
+    protect: Iterable[InputSpec] | None = (),
 ) -> Path:
     """Write rows of metrics to a CSV file atomically (see :func:`metrics_csv_text`).
+
+    Parameters
+    ----------
+    path : path
+        The CSV file; any suffix but those of images and models
+        (:data:`napari_segloop.core.io.guard.CSV_OUTPUT`).
+    rows, columns
+        As :func:`metrics_csv_text`.
+    protect : iterable, optional
+        Inputs that must survive (the prediction, the ground truth, ...): files
+        ``path`` must not be, folders it must not be inside.
 
     Raises
     ------
     InputError
-        If the folder does not exist or the file cannot be written.
+        If ``path`` is one of ``protect``, has an image or model suffix, its
+        folder does not exist or is not writable, or the file cannot be
+        written (a full disk says "disk full"); the previous file stays intact.
     """
     p = Path(path)
-    if not p.parent.is_dir():
-        raise InputError(f"{p}: the folder {p.parent} does not exist.")
+    check_output(p, protect, kind=CSV_OUTPUT)
     text = metrics_csv_text(rows, columns)
     try:
         with atomic_path(p) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:

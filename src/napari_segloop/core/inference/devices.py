@@ -2,8 +2,11 @@
 
 ``auto`` picks CUDA, then Apple's MPS, then the CPU, each verified by a small
 real allocation and computation (a driver can report a GPU that then fails).
-An explicit choice is honoured when it works; a device that fails its probe
-falls back to the CPU with a notice instead of crashing.
+An explicit choice is honoured when it works; an explicit device that is not
+there or fails its probe is a :class:`~napari_segloop.core.errors.DeviceError`
+(the user asked for it: silently running on the CPU, maybe a hundred times
+slower, would hide the problem). Only ``auto`` falls back, silently; the CPU
+always works.
 
 MPS cannot be tested on the machines this project is developed on; its path is
 kept deliberately simple (probe, then plain float32 inference without autocast).
@@ -11,6 +14,7 @@ kept deliberately simple (probe, then plain float32 inference without autocast).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import torch
@@ -29,7 +33,8 @@ class DeviceChoice:
     requested : str
         What the user asked for.
     notices : list of str
-        Messages to show the user (for example a fallback to the CPU).
+        Messages to show the user (none today: an unusable explicit device
+        raises, ``auto`` chooses silently).
     """
 
     device: torch.device
@@ -70,23 +75,45 @@ def available_devices() -> list[str]:
     return found
 
 
+def _unavailable_reason(dev: torch.device) -> str:
+    """Why the explicit device ``dev`` (which failed its probe) cannot be used, in a few words."""
+    if dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        found = False
+        with contextlib.suppress(Exception):
+            found = mps is not None and bool(mps.is_available())
+        return "failed a test allocation" if found else "no Apple MPS device found"
+    try:
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception:
+        count = 0
+    if count == 0:
+        return "no CUDA GPU found"
+    if dev.index is not None and dev.index >= count:
+        return f"this machine has {count} CUDA GPU{'s' if count > 1 else ''}, cuda:0 to cuda:{count - 1}"
+    return "failed a test allocation"
+
+
 def resolve_device(requested: str | torch.device | None = "auto") -> DeviceChoice:
     """Turn a user's device choice into a working :class:`torch.device`.
 
     Parameters
     ----------
     requested : {"auto", "cpu", "cuda", "cuda:N", "mps"} or torch.device
-        ``auto`` (or None) picks the best working device.
+        ``auto`` (or None) picks the best working device (CUDA, then MPS,
+        then the CPU) and falls back silently; any other choice must work.
 
     Returns
     -------
     DeviceChoice
-        The device, with notices when the request could not be honoured.
+        The device (its ``notices`` are empty: nothing is ever replaced).
 
     Raises
     ------
     DeviceError
-        If ``requested`` is not a device name at all.
+        If ``requested`` is not a device name, or names a device that is not
+        there or fails its probe (one line, e.g. "Device cuda is not available
+        (no CUDA GPU found); use --device auto or cpu.").
     """
     text = "auto" if requested is None else str(requested).strip().lower()
     if text in ("", "auto"):
@@ -104,10 +131,8 @@ def resolve_device(requested: str | torch.device | None = "auto") -> DeviceChoic
         raise DeviceError(f"Unsupported device {requested!r}; use auto, cpu, cuda, cuda:N or mps.")
     if dev.type == "cpu" or probe(dev):
         return DeviceChoice(dev, text)
-    return DeviceChoice(
-        torch.device("cpu"),
-        text,
-        [f"Device {text} is not available or failed a test allocation; using the CPU instead."],
+    raise DeviceError(
+        f"Device {text} is not available ({_unavailable_reason(dev)}); use --device auto or cpu."
     )
 
 

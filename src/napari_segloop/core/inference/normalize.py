@@ -8,6 +8,10 @@ Layout
 Channel rules
     * 2-D arrays have one channel.
     * A last axis of size 3 or 4 is RGB(A), as in napari (``rgb=True`` forces it).
+    * A last axis of size 1 is the single channel (``(H, W, 1)``, ``(Z, H, W, 1)``:
+      the output has no such axis), and a last axis of size 2 is gray + alpha (a
+      PNG in mode ``LA``): the alpha channel is dropped with a note, unless the
+      model expects 2 channels (then they are its 2 channels).
     * For a multichannel model, another non-spatial axis whose size equals the
       model's channel count is the channel axis (``(C, H, W)``, ``(Z, C, H, W)``).
     * A mismatch is an error naming the expected and found channels, unless the
@@ -163,6 +167,10 @@ def detect_channel_axis(
         return None
     if rgb is None and shape[-1] in (3, 4):
         return ndim - 1
+    if shape[-1] in (1, 2):
+        # (H, W, 1) is one channel and (H, W, 2) gray + alpha (a PNG in mode "LA"), never a
+        # stack of H images one or two pixels wide.
+        return ndim - 1
     if model_channels > 1:
         for axis in range(ndim - 2):
             if shape[axis] == model_channels:
@@ -235,6 +243,14 @@ def prepare_input(
         select = [channel]
         n_found = 1
         notes.append(f"Using channel {channel} only.")
+    gray_alpha = False
+    if (n_found == 2 and axis == arr.ndim - 1 and select is None and not rgb
+            and (convert in ("gray", "repeat")
+                 or (convert in ("none", "invert") and model_channels != 2))):
+        select = [0]
+        n_found = 1
+        gray_alpha = True
+        notes.append("Alpha channel dropped (the image is gray + alpha).")
     if convert == "hematoxylin":
         if n_found == 4 and axis == arr.ndim - 1 and select is None:
             select = [0, 1, 2]
@@ -286,7 +302,8 @@ def prepare_input(
             select = [0, 1, 2]
             notes.append("Alpha channel dropped.")
         else:
-            found = "1 channel" if n_found == 1 else f"{n_found} channels{where}"
+            found = ("1 channel" + (" (gray + alpha)" if gray_alpha else "") if n_found == 1
+                     else f"{n_found} channels{where}")
             hint = (
                 f"choose the conversion {conversion_name('repeat')}" if n_found == 1
                 else f"choose the conversion {conversion_name('gray')}"

@@ -6,17 +6,26 @@ place, so an interrupted run never leaves a truncated output behind.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable
+import stat
+import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
 from napari_segloop.core.errors import InputError
 from napari_segloop.core.io.atomic import atomic_path
+from napari_segloop.core.io.guard import InputSpec, OutputKind, check_output
+from napari_segloop.core.io.limits import ENV_VAR, OPTION, check_decoded_size
 
 READ_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".npy")
 WRITE_SUFFIXES = (".tif", ".tiff", ".png", ".npy")
+#: What :func:`write_image` writes (for :mod:`napari_segloop.core.io.guard`).
+IMAGE_OUTPUT = OutputKind("image", WRITE_SUFFIXES)
+#: A float32 probability map: PNG holds integers only.
+PROBABILITY_OUTPUT = OutputKind("probability map", (".tif", ".tiff", ".npy"))
 
 
 def is_image_path(path: str | os.PathLike) -> bool:
@@ -27,16 +36,28 @@ def is_image_path(path: str | os.PathLike) -> bool:
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image file into a numpy array.
 
+    Before any pixel is decoded, the file must be a regular file (a FIFO or a
+    device would block or never end) and its decoded size, from the header,
+    must be within :func:`napari_segloop.core.io.limits.max_image_bytes`
+    (a small compressed file can decode to gigabytes).
+
     Raises
     ------
     InputError
-        If the file is missing, of an unsupported type, or unreadable.
+        If the file is missing, not a regular file, of an unsupported type,
+        too large once decoded, or unreadable.
     """
     p = Path(path)
-    if not p.exists():
-        raise InputError(f"{p}: file not found.")
-    if p.is_dir():
+    try:
+        mode = os.stat(p).st_mode  # stat, never open: opening a FIFO blocks until a writer comes
+    except FileNotFoundError:
+        raise InputError(f"{p}: file not found.") from None
+    except OSError as exc:
+        raise InputError(f"{p}: cannot read the image ({exc.strerror or exc}).") from None
+    if stat.S_ISDIR(mode):
         raise InputError(f"{p}: is a folder, not an image file.")
+    if not stat.S_ISREG(mode):
+        raise InputError(f"{p}: is not a regular file (a {_file_kind(mode)}); give an image file.")
     suffix = p.suffix.lower()
     if suffix not in READ_SUFFIXES:
         raise InputError(
@@ -46,20 +67,110 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         if suffix in (".tif", ".tiff"):
             import tifffile
 
+            with tifffile.TiffFile(str(p)) as tif:
+                if not tif.series:
+                    raise InputError(f"{p}: cannot read the image (no image data in this TIFF).")
+                series = tif.series[0]
+                shape, dtype = tuple(series.shape), series.dtype
+            _check_numeric(p, dtype)
+            check_decoded_size(p, shape, dtype)
             data = tifffile.imread(str(p))
         elif suffix == ".npy":
+            shape, dtype = _npy_header(p)
+            _check_numeric(p, dtype)
+            check_decoded_size(p, shape, dtype)
             data = np.load(str(p), allow_pickle=False)
         else:
-            import imageio.v3 as iio
+            with _pil_bomb_check_off():
+                shape, dtype = _pil_header(p)
+                check_decoded_size(p, shape, dtype)
+                import imageio.v3 as iio
 
-            data = iio.imread(str(p))
+                data = iio.imread(str(p))
+    except InputError:
+        raise
+    except MemoryError:
+        raise InputError(f"{p}: not enough memory to decode this image.") from None
     except Exception as exc:  # every reader has its own exception types
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"{p}: cannot read the image ({reason}).") from exc
+        if type(exc).__name__ == "DecompressionBombError":  # PIL's own size limit
+            raise InputError(
+                f"{p}: the image is too large to decode safely ({_first_line(exc)}); raise the "
+                f"limit with {OPTION} SIZE or {ENV_VAR}=SIZE (e.g. 20GB, or none)."
+            ) from None
+        raise InputError(f"{p}: cannot read the image ({_first_line(exc)}).") from exc
     data = np.asarray(data)
-    if data.dtype.kind not in "biuf":
-        raise InputError(f"{p}: pixel type {data.dtype} is not numeric.")
+    _check_numeric(p, data.dtype)
     return data
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _check_numeric(p: Path, dtype: np.dtype) -> None:
+    if np.dtype(dtype).kind not in "biuf":
+        raise InputError(f"{p}: pixel type {dtype} is not numeric.")
+
+
+def _file_kind(mode: int) -> str:
+    """What a non-regular, non-folder file is, for messages."""
+    if stat.S_ISFIFO(mode):
+        return "FIFO or pipe"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device"
+    return "special file"
+
+
+def _npy_header(p: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of an NPY file, from its header (no data read)."""
+    fmt = np.lib.format
+    with open(p, "rb") as fh:
+        version = fmt.read_magic(fh)
+        if version == (1, 0):
+            shape, _, dtype = fmt.read_array_header_1_0(fh)
+        else:
+            shape, _, dtype = fmt.read_array_header_2_0(fh)
+    return tuple(int(s) for s in shape), np.dtype(dtype)
+
+
+#: Bytes per band and numpy type of the arrays imageio makes of PIL's image modes.
+_PIL_TYPES = {"I": np.int32, "F": np.float32, "I;16": np.uint16, "I;16B": np.uint16,
+              "I;16L": np.uint16, "I;16N": np.uint16}
+_pil_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _pil_bomb_check_off() -> Iterator[None]:
+    """Switch PIL's own decompression-bomb check off: :func:`check_decoded_size` replaces it.
+
+    PIL refuses images of more than ``2 * Image.MAX_IMAGE_PIXELS`` pixels
+    whatever the memory; the check here uses the file's decoded size and the
+    limit the user can raise.
+    """
+    from PIL import Image
+
+    with _pil_lock:
+        before = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = before
+
+
+def _pil_header(p: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """The shape and dtype imageio decodes a PNG/JPEG/BMP to, from the header (no pixel decoded)."""
+    from PIL import Image
+
+    with Image.open(p) as img:
+        width, height = img.size
+        mode = img.mode
+        bands = 4 if mode in ("P", "PA") else len(img.getbands())  # palettes become RGB(A)
+        frames = max(1, int(getattr(img, "n_frames", 1) or 1))
+    shape = (frames,) * (frames > 1) + (int(height), int(width)) + (bands,) * (bands > 1)
+    return shape, np.dtype(_PIL_TYPES.get(mode, np.uint8))
 
 
 def _write(tmp: Path, suffix: str, data: np.ndarray, p: Path) -> None:
@@ -83,23 +194,32 @@ def _write(tmp: Path, suffix: str, data: np.ndarray, p: Path) -> None:
         iio.imwrite(str(tmp), data, extension=".png")
 
 
-def write_image(path: str | os.PathLike, data: np.ndarray) -> Path:
+def write_image(
+    path: str | os.PathLike, data: np.ndarray, *, protect: Iterable[InputSpec] | None = ()
+) -> Path:
     """Write ``data`` to ``path`` atomically (TIFF, PNG for 2-D uint8/uint16, or NPY).
+
+    Parameters
+    ----------
+    path : path
+        The file to write (its previous version stays intact if writing fails).
+    data : ndarray
+    protect : iterable, optional
+        Inputs that must survive: files ``path`` must not be, folders it must
+        not be inside (see :func:`napari_segloop.core.io.guard.find_input`).
 
     Raises
     ------
     InputError
-        If the folder does not exist or is not writable, or the type is unsupported.
+        If ``path`` is one of ``protect``, the folder does not exist or is not
+        writable, the type is unsupported, or writing fails (a full disk says
+        "disk full").
     """
     p = Path(path)
-    suffix = p.suffix.lower()
-    if suffix not in WRITE_SUFFIXES:
-        raise InputError(f"{p}: cannot write {suffix or 'files without a suffix'}; use .tif or .npy.")
-    if not p.parent.is_dir():
-        raise InputError(f"{p}: the folder {p.parent} does not exist.")
+    check_output(p, protect, kind=IMAGE_OUTPUT)
     try:
         with atomic_path(p) as tmp:
-            _write(tmp, suffix, data, p)
+            _write(tmp, p.suffix.lower(), data, p)
     except OSError as exc:
         raise InputError(f"{p}: cannot write ({exc.strerror or exc}).") from exc
     return p
