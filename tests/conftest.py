@@ -11,6 +11,18 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TORCH_NUM_THREADS", "2")
 
 
+@pytest.fixture(autouse=True)
+def _clean_image_limit(monkeypatch):
+    """``--max-image-size`` sets a process-wide limit (and a user may export the variable):
+    every test starts from the default and leaves no limit behind."""
+    from napari_segloop.core.io.limits import ENV_VAR, reset_max_image_bytes
+
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    reset_max_image_bytes()
+    yield
+    reset_max_image_bytes()
+
+
 @pytest.fixture
 def no_gpu(monkeypatch):
     """Make this machine look like one without CUDA or MPS (the tests then pass on GPU machines too)."""

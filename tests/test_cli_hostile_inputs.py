@@ -14,16 +14,7 @@ import torch
 
 from napari_segloop.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
 from napari_segloop.core.bundle import BundleSettings, create_model, save_bundle
-from napari_segloop.core.io.limits import ENV_VAR, reset_max_image_bytes
-
-
-@pytest.fixture(autouse=True)
-def _clean_limit(monkeypatch):
-    """``--max-image-size`` sets a process-wide limit: never leave it to other tests."""
-    monkeypatch.delenv(ENV_VAR, raising=False)
-    reset_max_image_bytes()
-    yield
-    reset_max_image_bytes()
+from napari_segloop.core.io.limits import ENV_VAR
 
 
 @pytest.fixture(scope="module")

@@ -22,14 +22,6 @@ from napari_segloop.core.io.limits import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _clean_limit(monkeypatch):
-    monkeypatch.delenv(ENV_VAR, raising=False)
-    reset_max_image_bytes()
-    yield
-    reset_max_image_bytes()
-
-
 def _fail(*args, **kwargs):
     raise AssertionError("the image was decoded before its size was checked")
 
