@@ -19,7 +19,7 @@ from napari_segloop.core.events import Notice, run_to_end
 from napari_segloop.core.inference.files import channel_axis_from_axes, predict_file
 from napari_segloop.core.inference.normalize import detect_channel_axis, prepare_input
 from napari_segloop.core.inference.predict import PredictOptions, predict
-from napari_segloop.core.io.images import read_image
+from napari_segloop.core.io.images import expand_inputs, read_image
 
 OPTS = PredictOptions(device="cpu", tile_size=64, batch_size=1)
 
@@ -132,26 +132,30 @@ def test_channel_axis_from_axes(axes, shape, expected):
     assert channel_axis_from_axes(axes, shape, 2) == expected
 
 
-def _two_channel_stack() -> np.ndarray:
-    """(Z=3, C=2, Y, X): channel 0 bright discs, channel 1 noise."""
+def _two_channel_stack(depth: int = 3) -> np.ndarray:
+    """(Z=depth, C=2, Y, X): channel 0 bright discs, channel 1 noise."""
     r = np.random.default_rng(1)
     return np.stack([np.stack([_disc(), r.integers(0, 30, (48, 64)).astype(np.uint8)])
-                     for _ in range(3)])
+                     for _ in range(depth)])
 
 
-@pytest.mark.parametrize("kind", ["ome_czyx", "imagej_zcyx"])
-def test_tiff_axes_choose_the_channel_axis(tmp_path, make_bundle, kind):
+@pytest.mark.parametrize("depth", [3, 2])
+@pytest.mark.parametrize("kind", ["ome_czyx", "ome_zcyx", "imagej_zcyx"])
+def test_tiff_axes_choose_the_channel_axis(tmp_path, make_bundle, kind, depth):
+    """With Z == C == 2, the shape alone would take Z (the first axis of size 2) for C."""
     bundle2 = make_bundle(in_channels=2, depth=3)
-    zcyx = _two_channel_stack()
+    zcyx = _two_channel_stack(depth)
     src = tmp_path / "img.ome.tif"
     if kind == "ome_czyx":
         tifffile.imwrite(src, np.moveaxis(zcyx, 1, 0), ome=True, metadata={"axes": "CZYX"})
+    elif kind == "ome_zcyx":
+        tifffile.imwrite(src, zcyx, ome=True, metadata={"axes": "ZCYX"})
     else:
         tifffile.imwrite(src, zcyx, imagej=True, metadata={"axes": "ZCYX"})
     dst = tmp_path / "out.tif"
     _events(predict_file(bundle2, src, dst, OPTS))
     out = tifffile.imread(dst)
-    assert out.shape == (3, 48, 64)
+    assert out.shape == (depth, 48, 64)
     ref = run_to_end(predict(bundle2, zcyx, PredictOptions(**{**OPTS.__dict__, "channel_axis": 1})))
     np.testing.assert_allclose(out, ref, atol=1e-6)
 
@@ -206,6 +210,17 @@ def test_device_is_refused(tmp_path):
         read_image(link)
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+def test_fifo_in_a_folder_is_reported_not_silently_left_out(tmp_path):
+    tifffile.imwrite(tmp_path / "a.tif", _disc())
+    os.mkfifo(tmp_path / "b.tif")
+    (tmp_path / "c.tif").symlink_to(tmp_path / "missing.tif")
+    files, skipped = expand_inputs([tmp_path])
+    assert files == [tmp_path / "a.tif"]
+    assert skipped == [f"{tmp_path / 'b.tif'}: skipped (not a regular file)",
+                       f"{tmp_path / 'c.tif'}: skipped (not a regular file)"]
+
+
 def test_folder_and_missing_file_messages(tmp_path):
     with pytest.raises(InputError, match="is a folder"):
         read_image(tmp_path)
@@ -225,6 +240,24 @@ def test_non_finite_probabilities_are_refused(bad, count):
         as_probability(prob)
     with pytest.raises(InputError, match=count):
         prediction_mask(prob, 0.5)
+
+
+def test_non_finite_message_says_where():
+    prob = np.full((2, 8, 8), 0.3, np.float32)
+    prob[1, 4, 5] = np.nan
+    prob[1, 6, 0] = np.inf
+    with pytest.raises(InputError, match=r"contains 1 NaN and 1 infinite value\(s\) of 128 "
+                                         r"\(the first at pixel \(1, 4, 5\)\)"):
+        as_probability(prob)
+
+
+def test_float64_beyond_float32_is_not_called_infinite():
+    prob = np.full((8, 8), 0.5)
+    prob[2, 2] = 1e300
+    with pytest.raises(InputError, match=r"values from 0.5 to 1e\+300, which are not probabilities"):
+        as_probability(prob, unit_range=True)
+    with pytest.raises(InputError, match="beyond the range of float32"):
+        as_probability(prob)
 
 
 @pytest.mark.parametrize(("lo", "hi", "hint"), [(-3.2, 4.1, "logits\\? apply a sigmoid"),

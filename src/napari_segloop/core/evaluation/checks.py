@@ -109,7 +109,9 @@ def as_probability(prob: Any, name: str = "probability map", *, unit_range: bool
     ------
     InputError
         If it is missing, empty, not floating-point, contains NaN or infinite
-        values, or (with ``unit_range``) has values outside [0, 1].
+        values (the message gives their count and the first one's pixel), has
+        values beyond float32's range, or (with ``unit_range``) has values
+        outside [0, 1] (the message gives the range and what to do).
     """
     arr = _check_prediction(prob, name)
     if arr.dtype.kind != "f":
@@ -119,24 +121,33 @@ def as_probability(prob: Any, name: str = "probability map", *, unit_range: bool
             f"The {name} has integer pixels ({arr.dtype}); a probability map is floating-point in "
             f"[0, 1]{hint}."
         )
-    arr = arr.astype(np.float32, copy=False)
-    # min and max are NaN or infinite exactly when some value is: no temporary array.
+    # min and max are NaN or infinite exactly when some value is (no temporary array); taken
+    # before the float32 conversion, so that float64 values beyond float32's range are told as such.
     lo, hi = float(arr.min()), float(arr.max())
     if not (np.isfinite(lo) and np.isfinite(hi)):
+        bad = ~np.isfinite(arr)
         n_nan = int(np.count_nonzero(np.isnan(arr)))
-        n_inf = int(np.count_nonzero(np.isinf(arr)))
+        n_inf = int(np.count_nonzero(bad)) - n_nan
         found = " and ".join(text for n, text in ((n_nan, f"{n_nan} NaN"), (n_inf, f"{n_inf} infinite"))
                              if n)
-        raise InputError(
-            f"The {name} contains {found} value(s) of {arr.size}; a probability map holds finite "
-            "values in [0, 1], predict it again."
-        )
+        if found:
+            first = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), arr.shape))
+            raise InputError(
+                f"The {name} contains {found} value(s) of {arr.size} (the first at pixel "
+                f"{_shape_text(first)}); a probability map holds finite values in [0, 1], predict "
+                "it again."
+            )
     if unit_range and (lo < -PROBABILITY_TOLERANCE or hi > 1 + PROBABILITY_TOLERANCE):
         raise InputError(
             f"The {name} has values from {lo:.4g} to {hi:.4g}, which are not probabilities in "
             f"[0, 1] ({_range_hint(lo, hi)})."
         )
-    return arr
+    if max(abs(lo), abs(hi)) > float(np.finfo(np.float32).max):
+        raise InputError(
+            f"The {name} has values from {lo:.4g} to {hi:.4g}, beyond the range of float32; a "
+            "probability map holds finite values in [0, 1]."
+        )
+    return arr.astype(np.float32, copy=False)
 
 
 #: An integer prediction with at least this many distinct non-zero values may be a scaled

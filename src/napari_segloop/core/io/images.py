@@ -228,9 +228,11 @@ def write_image(
 def expand_inputs(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[str]]:
     """Expand files and folders into a sorted list of image files.
 
-    Files inside folders that are not images by suffix (or are hidden) are
-    skipped and reported; a path given explicitly is kept as is so that its
-    error is reported when it is read.
+    Files inside folders that are not images by suffix, and entries that are
+    not regular files (FIFOs, sockets, devices, broken links: never opened),
+    are skipped and reported; hidden entries and sub-folders are left out. A
+    path given explicitly is kept as is so that its error is reported when it
+    is read.
 
     Returns
     -------
@@ -243,7 +245,13 @@ def expand_inputs(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            entries = sorted(q for q in p.iterdir() if q.is_file() and not q.name.startswith("."))
+            visible = sorted(q for q in p.iterdir() if not q.name.startswith("."))
+            # A FIFO, socket, device or broken link is never opened (a FIFO would block): it is
+            # reported, not silently left out. Sub-folders are not searched.
+            entries = [q for q in visible if q.is_file()]
+            for q in visible:
+                if not q.is_file() and not q.is_dir():
+                    skipped.append(f"{q}: skipped (not a regular file)")
             images = [q for q in entries if is_image_path(q)]
             for q in entries:
                 if not is_image_path(q):
