@@ -15,6 +15,8 @@ Messages
         One optimisation step of a training run: losses, learning rate, speed.
     :class:`Validation`
         Metrics on the held-out annotations after a step.
+    :class:`Preview`
+        A plane predicted with the latest weights of a running training job.
     :class:`Snapshot`
         Weights worth keeping (the best so far, or a periodic copy), so that a
         stopped or crashed run never loses its last good model.
@@ -29,6 +31,7 @@ from typing import Any, Literal, TypeVar
 __all__ = [
     "Event",
     "Notice",
+    "Preview",
     "Progress",
     "Snapshot",
     "TrainStep",
@@ -146,8 +149,27 @@ class Snapshot:
     reason: Literal["best", "periodic", "final"] = "periodic"
 
 
+@dataclass(frozen=True)
+class Preview:
+    """A prediction made with the weights of a running training job (the live preview).
+
+    Attributes
+    ----------
+    step : int
+        The training step of the weights.
+    key : object
+        The key of the preview request it answers (so a stale answer can be told apart).
+    probabilities : numpy.ndarray
+        float32 ``(H, W)`` probabilities of the requested plane.
+    """
+
+    step: int
+    key: Any
+    probabilities: Any
+
+
 #: Any message a long job yields.
-Event = Progress | Notice | TrainStep | Validation | Snapshot
+Event = Progress | Notice | TrainStep | Validation | Snapshot | Preview
 
 
 def run_to_end(

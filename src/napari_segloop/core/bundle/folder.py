@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,7 @@ def save_bundle(
     dtype: str = "float32",
     *,
     overwrite: bool = False,
+    extra: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write a bundle folder atomically.
 
@@ -90,6 +92,10 @@ def save_bundle(
         Replace an existing bundle folder (atomically: the old one stays
         intact until the new one is complete). Without it an existing path
         is refused, so no bundle is ever overwritten silently.
+    extra : callable, optional
+        Called with the temporary folder once the model files are in it, to
+        add files that must appear together with the bundle (the training
+        labels of a trained model); what it writes is part of the atomic swap.
 
     Raises
     ------
@@ -141,6 +147,8 @@ def save_bundle(
             json.dump(settings.to_json(), fh, indent=2)
             fh.flush()
             os.fsync(fh.fileno())
+        if extra is not None:
+            extra(tmp)
         if folder.exists():
             os.replace(folder, old)
             try:

@@ -1,0 +1,157 @@
+"""Losses masked to the annotated pixels, plus a term that keeps what the starting model knew.
+
+All losses take logits ``(N, 1, H, W)``, a target in {0, 1} and a per-pixel
+weight (0 = not annotated). Unannotated pixels never reach the supervised
+terms; a batch without any annotated pixel contributes exactly nothing (no
+NaN from an empty mean).
+
+``bce``
+    Binary cross-entropy averaged over annotated pixels (weighted by the
+    pixel weights, so corrected pixels count more).
+``wbce``
+    Weighted BCE, ``-(w_pos y log p + w_neg (1 - y) log(1 - p))``: the class
+    weights come from the label frequencies (each class then carries half of
+    the loss) unless the user sets the foreground weight.
+``dice``
+    Soft Dice over the annotated pixels of the whole batch.
+``bce+dice``
+    Their sum.
+
+The *keep* term (distillation) is a BCE between the model's prediction and the
+starting model's probabilities on the pixels nobody annotated: scribbles say
+nothing about boundaries, and without it a few interior strokes move every
+boundary of a model that was already good.
+
+torch's ``binary_cross_entropy_with_logits`` does the numerics (with a per-pixel
+weight); smp's losses take an ``ignore_index`` but no weight map, so they cannot
+express corrected pixels or class weights per pixel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["LOSSES", "ClassWeights", "LossKind", "class_weights", "training_loss"]
+
+LossKind = Literal["bce", "wbce", "dice", "bce+dice"]
+#: The losses the user can choose.
+LOSSES: tuple[str, ...] = ("bce", "wbce", "dice", "bce+dice")
+_EPS = 1.0
+
+
+@dataclass(frozen=True)
+class ClassWeights:
+    """Weights of foreground and background pixels in the weighted BCE."""
+
+    foreground: float = 1.0
+    background: float = 1.0
+
+
+def class_weights(n_foreground: int, n_background: int, foreground: float | None = None) -> ClassWeights:
+    """Class weights for ``wbce``.
+
+    Parameters
+    ----------
+    n_foreground, n_background : int
+        Annotated pixels of each class.
+    foreground : float, optional
+        A foreground weight set by the user (background then weighs 1).
+
+    Returns
+    -------
+    ClassWeights
+        From the frequencies, ``N / (2 N_class)``: both classes carry half of
+        the loss, whatever their proportions.
+    """
+    if foreground is not None:
+        return ClassWeights(float(foreground), 1.0)
+    n = n_foreground + n_background
+    if n_foreground <= 0 or n_background <= 0:
+        return ClassWeights()
+    return ClassWeights(n / (2.0 * n_foreground), n / (2.0 * n_background))
+
+
+def _masked_dice(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    prob = torch.sigmoid(logits)
+    w = (weight > 0).to(prob.dtype)
+    inter = (w * prob * target).sum()
+    total = (w * prob).sum() + (w * target).sum()
+    return 1.0 - (2.0 * inter + _EPS) / (total + _EPS)
+
+
+def training_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor,
+    kind: str = "bce+dice",
+    classes: ClassWeights | None = None,
+    teacher: torch.Tensor | None = None,
+    keep: torch.Tensor | None = None,
+    keep_weight: float = 0.0,
+) -> tuple[torch.Tensor | None, dict[str, float]]:
+    """The training loss of one batch.
+
+    Parameters
+    ----------
+    logits, target, weight : torch.Tensor
+        ``(N, 1, H, W)``; ``weight`` is 0 on unannotated pixels.
+    kind : {"bce", "wbce", "dice", "bce+dice"}
+        The supervised loss.
+    classes : ClassWeights, optional
+        Class weights for ``wbce``.
+    teacher : torch.Tensor, optional
+        The starting model's probabilities, ``(N, 1, H, W)``.
+    keep : torch.Tensor, optional
+        1 where the keep term applies (unannotated pixels), else 0.
+    keep_weight : float
+        Factor of the keep term (0 turns it off).
+
+    Returns
+    -------
+    loss : torch.Tensor or None
+        The scalar loss, or None when the batch has nothing to learn from
+        (no annotated pixel and no keep term): skip the step.
+    terms : dict of str to float
+        Each term's value (for the curves).
+    """
+    if kind not in LOSSES:
+        raise ValueError(f"unknown loss {kind!r}; use one of {', '.join(LOSSES)}")
+    logits = logits.float()
+    parts: list[torch.Tensor] = []
+    terms: dict[str, float] = {}
+    w_sum = weight.sum()
+    if float(w_sum) > 0:
+        if kind in ("bce", "bce+dice", "wbce"):
+            w = weight
+            if kind == "wbce":
+                cw = classes or ClassWeights()
+                w = weight * (target * cw.foreground + (1 - target) * cw.background)
+            bce = F.binary_cross_entropy_with_logits(logits, target, weight=w, reduction="sum")
+            bce = bce / w.sum().clamp_min(1e-12)
+            parts.append(bce)
+            terms["wbce" if kind == "wbce" else "bce"] = float(bce.detach())
+        if kind in ("dice", "bce+dice"):
+            dice = _masked_dice(logits, target, weight)
+            parts.append(dice)
+            terms["dice"] = float(dice.detach())
+    if teacher is not None and keep is not None and keep_weight > 0:
+        k_sum = keep.sum()
+        if float(k_sum) > 0:
+            kl = F.binary_cross_entropy_with_logits(logits, teacher, weight=keep, reduction="sum")
+            # The teacher's own entropy is the floor of this BCE: subtract it, so the term reads 0
+            # when the prediction equals the starting model's.
+            t = teacher.clamp(1e-6, 1 - 1e-6)
+            floor = -(keep * (t * t.log() + (1 - t) * (1 - t).log())).sum()
+            kl = (kl - floor) / k_sum
+            parts.append(keep_weight * kl)
+            terms["keep"] = float(kl.detach())
+    if not parts:
+        return None, terms
+    total = parts[0]
+    for p in parts[1:]:
+        total = total + p
+    return total, terms

@@ -1,0 +1,121 @@
+"""Annotated planes, the held-out split and patches (core.training.data)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_segloop.core.bundle import Normalization
+from napari_segloop.core.errors import InputError
+from napari_segloop.core.training.data import VAL_BLOCK, TrainingData, TrainingPair
+
+
+def _image(shape=(256, 256), seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(100, 10, shape).astype(np.float32)
+
+
+def _data(pairs, mode="scribbles", **kw):
+    data = TrainingData(pairs, mode, 1, Normalization(), **kw)
+    data.build()
+    return data
+
+
+def _scribbles(shape=(256, 256)):
+    lab = np.zeros(shape, np.uint8)
+    lab[10:200:7, 10:240] = 1
+    lab[13:200:7, 10:240] = 2
+    return lab
+
+
+def test_held_out_pixels_never_reach_the_training_loss():
+    data = _data([TrainingPair(_image(), _scribbles())])
+    assert data.held_out
+    plane = data.planes[0]
+    assert plane.val.any()
+    assert not (plane.weight[plane.val] > 0).any()
+    assert not (plane.keep[plane.val] > 0).any()
+    # The held-out pixels are whole blocks of the grid, not scattered pixels.
+    ys, xs = np.nonzero(plane.val)
+    blocks = {(y // VAL_BLOCK, x // VAL_BLOCK) for y, x in zip(ys, xs, strict=True)}
+    for by, bx in blocks:
+        sl = (slice(by * VAL_BLOCK, (by + 1) * VAL_BLOCK), slice(bx * VAL_BLOCK, (bx + 1) * VAL_BLOCK))
+        assert not (plane.weight[sl] > 0).any()
+    assert 0 < len(data.windows)
+    # Validation windows score exactly the held-out pixels.
+    scored = sum(int(w.mask.sum()) for w in data.windows)
+    assert scored == int(plane.val.sum())
+
+
+def test_painting_more_never_moves_training_pixels_into_validation():
+    lab = _scribbles()
+    first = _data([TrainingPair(_image(), lab)])
+    trained = first.planes[0].weight > 0
+    more = lab.copy()
+    more[205:250:5, 20:200] = 2
+    second = _data([TrainingPair(_image(), lab)])
+    second.build([more])
+    assert not (second.planes[0].val & trained).any()
+
+
+def test_a_single_stroke_cannot_be_split_and_says_so():
+    lab = np.zeros((128, 128), np.uint8)
+    lab[5, 5:20] = 1
+    lab[8, 5:20] = 2
+    data = _data([TrainingPair(_image((128, 128)), lab)])
+    assert not data.held_out
+    assert data.windows  # validated on the training annotations
+
+
+def test_labels_of_another_shape_are_refused_with_both_shapes():
+    with pytest.raises(InputError, match=r"\(100, 100\).*\(256, 256\)"):
+        TrainingData([TrainingPair(_image(), np.zeros((100, 100), np.uint8))], "dense", 1, Normalization())
+
+
+def test_no_labels_and_one_class_are_refused():
+    with pytest.raises(InputError, match="no scribbles"):
+        _data([TrainingPair(_image(), np.zeros((256, 256), np.uint8))])
+    only_fg = np.zeros((256, 256), np.uint8)
+    only_fg[50:60, 50:60] = 1
+    with pytest.raises(InputError, match=r"only one class.*background \(2\)"):
+        _data([TrainingPair(_image(), only_fg)])
+    with pytest.raises(InputError, match="only one class"):
+        _data([TrainingPair(_image(), np.ones((256, 256), np.uint8))], mode="dense")
+
+
+def test_only_annotated_slices_of_a_stack_are_prepared():
+    stack = np.stack([_image(seed=s) for s in range(4)])
+    lab = np.zeros(stack.shape, np.uint8)
+    lab[2] = _scribbles()
+    seen = []
+
+    def teacher(pair, index):
+        seen.append(index)
+        return np.full((256, 256), 0.5, np.float32)
+
+    data = _data([TrainingPair(stack, lab)], teacher=teacher)
+    assert [p.index for p in data.planes] == [(2,)]
+    assert set(seen) == {(2,)}
+
+
+def test_patches_are_centred_on_annotations_and_keep_the_shapes():
+    lab = np.zeros((256, 256), np.uint8)
+    lab[200:210, 200:210] = 1
+    lab[20:30, 20:30] = 2
+    data = _data([TrainingPair(_image(), lab)], teacher=lambda p, i: np.zeros((256, 256), np.float32))
+    rng = np.random.default_rng(0)
+    b = data.sample(rng, 16, 32, augment=True, clip=(-0.5, 1.5))
+    assert b.image.shape == (16, 1, 32, 32) and b.target.shape == (16, 1, 32, 32)
+    assert b.teacher is not None and b.keep is not None
+    assert b.image.min() >= -0.5 and b.image.max() <= 1.5
+    with_labels = (b.weight.reshape(16, -1) > 0).any(axis=1).mean()
+    assert with_labels >= 0.6  # most patches hold annotated pixels (a few are random on purpose)
+    # Weight and keep never overlap: a pixel is supervised or kept, not both.
+    assert not ((b.weight > 0) & (b.keep > 0)).any()
+
+
+def test_images_normalised_as_for_inference():
+    img = _image()
+    data = _data([TrainingPair(img * 3 + 1000, _scribbles())])
+    ref = _data([TrainingPair(img, _scribbles())])
+    np.testing.assert_allclose(data.planes[0].image, ref.planes[0].image, atol=1e-4)
