@@ -24,3 +24,23 @@ def synthetic_nuclei() -> list[tuple[Any, dict[str, Any], str]]:
         (image, {"name": "nuclei", "colormap": "gray"}, "image"),
         (labels, {"name": "nuclei ground truth", "opacity": 0.5, "visible": False}, "labels"),
     ]
+
+
+def phase_contrast_cells() -> list[tuple[Any, dict[str, Any], str]]:
+    """A phase-contrast-like image the default model gets wrong, with its ground truth.
+
+    Dark, granular cells inside bright halos: the built-in model (trained on
+    bright nuclei) marks the halos. It is the sample to fine-tune on.
+
+    Returns
+    -------
+    list of napari layer data tuples
+        ``phase contrast`` (image) and ``phase contrast ground truth`` (labels).
+    """
+    from napari_segloop.core.synthetic import make_phase_contrast
+
+    image, labels = make_phase_contrast(SAMPLE_SHAPE, seed=SAMPLE_SEED)
+    return [
+        (image, {"name": "phase contrast", "colormap": "gray"}, "image"),
+        (labels, {"name": "phase contrast ground truth", "opacity": 0.5, "visible": False}, "labels"),
+    ]

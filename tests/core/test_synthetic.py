@@ -134,3 +134,31 @@ def test_invalid_arguments():
         make_nuclei((0, 10))
     with pytest.raises(ValueError):
         make_nuclei((32, 32), radius=(5, 2))
+
+
+def test_simulated_scribbles_stay_inside_their_region_and_away_from_boundaries():
+    from scipy import ndimage as ndi
+
+    from napari_segloop.core.synthetic import make_nuclei, simulate_scribbles
+
+    _, labels = make_nuclei((256, 256), seed=3)
+    scr = simulate_scribbles(labels, (slice(None), slice(0, 100)), fraction=0.01, seed=1)
+    assert scr.dtype == np.uint8 and set(np.unique(scr)) == {0, 1, 2}
+    assert not scr[:, 100:].any()
+    painted = (scr > 0).mean()
+    assert 0.006 <= painted <= 0.02  # about 1 %
+    assert (labels[scr == 1] > 0).all() and (labels[scr == 2] == 0).all()
+    near_edge = ndi.binary_dilation(labels > 0, iterations=2) & ~ndi.binary_erosion(labels > 0, iterations=1)
+    assert not (scr > 0)[near_edge].any()
+    np.testing.assert_array_equal(scr, simulate_scribbles(labels, (slice(None), slice(0, 100)),
+                                                          fraction=0.01, seed=1))
+
+
+def test_phase_contrast_is_repeatable():
+    from napari_segloop.core.synthetic import make_phase_contrast
+
+    a, la = make_phase_contrast((128, 128), seed=5)
+    b, lb = make_phase_contrast((128, 128), seed=5)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(la, lb)
+    assert a.dtype == np.float32 and la.dtype == np.int32

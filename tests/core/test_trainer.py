@@ -274,3 +274,40 @@ def test_precision_plan_on_cuda_uses_autocast_and_channels_last(monkeypatch):
     monkeypatch.setattr(trainer_mod, "autocast_dtype", lambda d: torch.bfloat16)
     assert trainer_mod.precision_plan(torch.device("cuda"), True) == (torch.bfloat16, False, True)
     assert trainer_mod.precision_plan(torch.device("cuda"), False) == (None, False, True)
+
+
+def test_trust_in_the_starting_model_follows_its_held_out_dice():
+    assert trainer_mod.starting_trust(None) == 0.0
+    assert trainer_mod.starting_trust({"dice": 0.3}) == 0.0
+    assert trainer_mod.starting_trust({"dice": 0.7}) == pytest.approx(0.5)
+    assert trainer_mod.starting_trust({"dice": 0.95}) == 1.0
+
+
+def test_a_poor_starting_model_is_not_kept_and_learns_faster(nuclei):
+    img, lab = nuclei
+    start = tiny_bundle(seed=3)
+    start.source = "start"
+    with torch.no_grad():
+        start.model.segmentation_head[0].bias.fill_(-20.0)  # predicts nothing: held-out Dice 0
+    result, events = _run(start, [TrainingPair(img, lab)], mode="dense", max_steps=2)
+    assert any(isinstance(e, Notice) and "kept no longer" in e.text for e in events)
+    training = result.bundle.settings.provenance["training"]
+    assert training["keep_weight"] == 0.0
+    assert training["learning_rate"] == pytest.approx(trainer_mod.LR_POOR)
+
+
+def test_a_good_starting_model_keeps_its_prediction_where_nothing_is_painted(nuclei):
+    img, lab = nuclei
+    start = tiny_bundle(seed=3)
+    start.source = "start"
+    first, _ = _run(tiny_bundle(), [TrainingPair(img, lab)], mode="dense", max_steps=150, lr=3e-3,
+                    patience=0, val_every=50)
+    good = first.bundle
+    good.source = "good"
+    assert first.best["dice"] > 0.9
+    scr = _scribbles(lab)
+    result, events = _run(good, [TrainingPair(img, scr)], max_steps=2)
+    training = result.bundle.settings.provenance["training"]
+    assert training["keep_weight"] == pytest.approx(1.0)
+    assert training["learning_rate"] == pytest.approx(trainer_mod.LR_GOOD)
+    assert not any(isinstance(e, Notice) and "held-out labels: what it" in e.text for e in events)

@@ -69,7 +69,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pos-weight", type=float, default=None,
                    help="foreground weight of wbce (default: from the label frequencies)")
     p.add_argument("--lr", type=float, default=None,
-                   help="peak learning rate (default 5e-4 fine-tuning, 3e-3 new model)")
+                   help="peak learning rate (default: 3e-3 for a new model; fine-tuning 3e-4 for a "
+                        "model that already scores well on the held-out labels, up to 1.5e-3 for "
+                        "one that does not)")
     p.add_argument("--batch-size", type=int, default=8, help="patches per step (default 8)")
     p.add_argument("--crop", type=int, default=128, help="patch edge in pixels (default 128)")
     p.add_argument("--val-fraction", type=float, default=0.2,
@@ -78,7 +80,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="stop after this many validations without improvement (0: never)")
     p.add_argument("--keep-weight", type=float, default=1.0,
                    help="weight of the term that keeps the starting model's prediction where "
-                        "nothing is painted (fine-tuning; 0 turns it off)")
+                        "nothing is painted (fine-tuning; scaled down when the starting model "
+                        "scores badly on the held-out labels; 0 turns it off)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     p.add_argument("--threads", type=threads_arg, default="auto",
                    help="CPU threads for torch: 'auto' (all cores but one) or a number")

@@ -77,6 +77,12 @@ Transfer = Literal["full", "frozen", "frozen_then_unfrozen"]
 TRANSFER_MODES: tuple[str, ...] = ("full", "frozen", "frozen_then_unfrozen")
 #: Fraction of the budget spent frozen in ``frozen_then_unfrozen``.
 UNFREEZE_AT = 0.3
+#: Peak learning rates: from scratch, fine-tuning a model that already scores well on the
+#: held-out labels, and fine-tuning one that does not (interpolated between the two by
+#: :func:`starting_trust`). Measured on scribbles in benchmarks/bench_training.py.
+LR_SCRATCH, LR_GOOD, LR_POOR = 3e-3, 3e-4, 1.5e-3
+#: The starting model is fully trusted from this held-out Dice up, not at all below TRUST_LOW.
+TRUST_LOW, TRUST_HIGH = 0.5, 0.9
 #: Learning-rate factor of the encoder once unfrozen.
 ENCODER_LR_FACTOR = 0.1
 #: A prediction covering less than this share of the training planes is "nothing" (more than
@@ -105,7 +111,9 @@ class TrainConfig:
     max_seconds : float, optional
         Time budget (pauses do not count). Without either budget: 120 s.
     lr : float, optional
-        Peak learning rate (default 5e-4 when fine-tuning, 3e-3 from scratch).
+        Peak learning rate. Default: 3e-3 from scratch; when fine-tuning, 3e-4
+        for a starting model that already scores well on the held-out labels,
+        up to 1.5e-3 for one that does not (see :func:`starting_trust`).
     batch_size, crop : int
         Patches per step and their edge in pixels (rounded up to the model's
         input multiple).
@@ -116,7 +124,9 @@ class TrainConfig:
     patience : int
         Stop after this many validations without improvement (0: never).
     keep_weight : float
-        Weight of the keep term on unannotated pixels (fine-tuning only).
+        Weight of the keep term on unannotated pixels (fine-tuning only),
+        scaled by :func:`starting_trust`: a starting model that scores badly
+        on the held-out labels is not kept.
     changed_weight : float
         Weight of the pixels a correction changed.
     seed : int
@@ -323,6 +333,19 @@ class TrainResult:
     def improved(self) -> bool:
         """True when the returned weights are not the starting model's."""
         return self.best_step > 0
+
+
+def starting_trust(baseline: dict[str, float] | None) -> float:
+    """How much the starting model is worth keeping, from its held-out Dice, in [0, 1].
+
+    A model that already scores well (Dice >= 0.9) is kept where nothing is
+    painted (full keep term, low learning rate); one that scores 0.5 or less
+    knows nothing worth keeping about these images (no keep term, the higher
+    learning rate). None (training from scratch) gives 0.
+    """
+    if baseline is None:
+        return 0.0
+    return float(np.clip((baseline["dice"] - TRUST_LOW) / (TRUST_HIGH - TRUST_LOW), 0.0, 1.0))
 
 
 def _encoder(model: torch.nn.Module) -> torch.nn.Module | None:
@@ -539,13 +562,12 @@ def train(
         frozen = False
     _freeze_encoder(model, frozen)
     _set_modes(model, frozen, freeze_bn)
-    base_lr = cfg.lr or (5e-4 if fine_tune else 3e-3)
     enc = _encoder(model)
     enc_ids = {id(p) for p in enc.parameters()} if enc is not None else set()
     groups = [{"params": [p for p in model.parameters() if id(p) not in enc_ids], "lr_factor": 1.0}]
     if enc_ids:
         groups.append({"params": list(enc.parameters()), "lr_factor": 1.0})
-    opt = torch.optim.AdamW(groups, lr=base_lr, weight_decay=1e-4)
+    opt = torch.optim.AdamW(groups, lr=cfg.lr or LR_SCRATCH, weight_decay=1e-4)
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler) if use_scaler else None
     norm = settings.normalization
     clip = (norm.clip_min, norm.clip_max) if norm.kind == "percentile" and norm.clip else None
@@ -570,6 +592,14 @@ def train(
         yield Validation(0, baseline["loss"], baseline["dice"], best=True,
                          metrics={"iou": baseline["iou"], "start_dice": baseline["dice"]})
         yield Snapshot(0, best_state, "best")
+    trust = starting_trust(baseline)
+    keep_weight = cfg.keep_weight * trust
+    base_lr = cfg.lr or (LR_SCRATCH if not fine_tune else LR_GOOD + (LR_POOR - LR_GOOD) * (1 - trust))
+    if fine_tune and trust < 1:
+        yield Notice(
+            f"The starting model scores Dice {baseline['dice']:.2f} on the held-out labels: what it "
+            f"predicts where nothing is painted is kept {'less' if trust > 0 else 'no longer'}"
+            f" (keep weight {keep_weight:.2g}) and it learns faster (learning rate {base_lr:.2g}).")
 
     step = 0
     stop_reason = "steps"
@@ -619,6 +649,8 @@ def train(
                                      classes, multiple)
                     model.load_state_dict(current)
                     _set_modes(model, frozen, freeze_bn)
+                    trust = starting_trust(baseline)
+                    keep_weight = cfg.keep_weight * trust
             except InputError as exc:
                 yield Notice(f"The new labels were not used: {exc}", "warning")
         request = control.preview
@@ -650,7 +682,7 @@ def train(
                             enabled=autocast is not None):
             logits = model(x)
         loss, terms = training_loss(logits, y, w, cfg.loss, classes, t, k,
-                                    cfg.keep_weight if fine_tune else 0.0)
+                                    keep_weight)
         step += 1
         if loss is None:
             n_skipped += 1
@@ -772,6 +804,8 @@ def train(
             "stop_reason": stop_reason,
             "best_step": best_step,
             "start_val_dice": None if baseline is None else round(baseline["dice"], 5),
+            "keep_weight": keep_weight,
+            "learning_rate": base_lr,
             "best_val_dice": round(best["dice"], 5),
             "foreground_share": round(share, 5),
             "warnings": warnings,
