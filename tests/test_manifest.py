@@ -73,6 +73,7 @@ def test_panel_and_the_single_docks_are_contributed(manifest):
         "Predict": "napari_segloop.widgets.predict_dock:PredictDock",
         "Threshold": "napari_segloop.widgets.threshold_dock:ThresholdDock",
         "Confusion": "napari_segloop.widgets.confusion_dock:ConfusionDock",
+        "Fine-tune": "napari_segloop.widgets.finetune_dock:FinetuneDock",
     }
     from napari_segloop.widgets.panel import DOCKS
 
@@ -90,3 +91,18 @@ def test_sample_data_gives_image_and_labels(manifest):
     assert image.ndim == 2 and image.shape == labels.shape
     assert np.issubdtype(labels.dtype, np.integer) and labels.max() > 0
     assert image_meta["name"] == "nuclei" and labels_meta["name"] == "nuclei ground truth"
+
+
+def test_the_phase_contrast_sample_is_one_the_default_model_gets_wrong(manifest):
+    """The second sample exists to be fine-tuned on: dark cells in bright halos, with labels."""
+    commands = {c.id: c.python_name for c in manifest.contributions.commands}
+    (sample,) = [s for s in manifest.contributions.sample_data if s.key == "phase_contrast"]
+    (image, _, _), (labels, _, kind) = _resolve(commands[sample.command])()
+    assert kind == "labels" and image.shape == labels.shape == (512, 512)
+    assert labels.max() > 50  # instance labels of many cells
+    cells = labels > 0
+    from scipy import ndimage as ndi
+
+    halo_band = ndi.binary_dilation(cells, iterations=3) & ~cells
+    background = ~ndi.binary_dilation(cells, iterations=8)
+    assert image[cells].mean() < image[background].mean() < image[halo_band].mean()

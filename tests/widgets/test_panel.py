@@ -1,4 +1,4 @@
-"""The segloop panel: the four docks in one scrolling column that fits a 1600 x 1000 screen."""
+"""The segloop panel: the five docks in one scrolling column that fits a 1600 x 1000 screen."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 SCREEN = (1600, 1000)
-DOCKS = ("Model", "Predict", "Threshold", "Confusion")
+DOCKS = ("Model", "Predict", "Threshold", "Confusion", "Fine-tune")
 
 
 def _proxy(viewer):
@@ -60,7 +60,7 @@ def test_panel_fits_a_1600x1000_window(window, qtbot):
     viewer, panel = window
     assert [s.title for s in panel.sections.values()] == list(DOCKS)  # workflow order
     assert {t: panel.section(t).isExpanded() for t in DOCKS} == {
-        "Model": True, "Predict": True, "Threshold": True, "Confusion": False}
+        "Model": True, "Predict": True, "Threshold": True, "Confusion": False, "Fine-tune": False}
     assert panel.minimumSizeHint().height() <= 200  # a few lines; the rest scrolls
     _assert_fits(viewer, panel)
     # Every section open: more than the screen's height of docks, and it still fits (it scrolls).
@@ -78,7 +78,7 @@ def test_panel_shows_each_dock_at_its_preferred_height(window, qtbot):
     qtbot.wait(300)
     column = panel.scroll.widget()
     for title in DOCKS:
-        dock = getattr(panel, f"{title.lower()}_dock")
+        dock = getattr(panel, f"{title.lower().replace('-', '')}_dock")
         assert dock.isVisible()
         wanted = dock.heightForWidth(dock.width()) if dock.hasHeightForWidth() else dock.sizeHint().height()
         assert dock.height() >= max(wanted, dock.minimumSizeHint().height()), title

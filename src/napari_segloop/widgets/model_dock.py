@@ -95,6 +95,7 @@ class ModelDock(QWidget):
         self._build()
         self._connect_session()
         self._show_model(self.session.bundle)
+        self._show_versions()
         self._update_device_label()
         self._update_enabled()
 
@@ -117,6 +118,20 @@ class ModelDock(QWidget):
         self.device_label = QLabel()
         self.device_label.setWordWrap(True)
         layout.addWidget(self.device_label)
+
+        versions_row = QHBoxLayout()
+        self.versions_combo = QComboBox()
+        self.versions_combo.setToolTip(
+            "Every model used in this window: loaded, created or trained (newest last). "
+            "Switch back to a previous model at any time; nothing is overwritten."
+        )
+        self.switch_button = QPushButton("Use")
+        self.switch_button.setToolTip("Make the model chosen on the left the current model.")
+        self.switch_button.clicked.connect(lambda: self.switch_version())
+        versions_row.addWidget(QLabel("Models this session"))
+        versions_row.addWidget(self.versions_combo, 1)
+        versions_row.addWidget(self.switch_button)
+        layout.addLayout(versions_row)
 
         self.default_button = QPushButton("Load built-in default model")
         self.default_button.setToolTip("The nuclei model shipped with napari-segloop.")
@@ -235,6 +250,8 @@ class ModelDock(QWidget):
             (self.session.model_changed, self._update_enabled),
             (self.session.busy_changed, self._update_enabled),
             (self.session.device_changed, self._update_device_label),
+            (self.session.versions_changed, self._show_versions),
+            (self.session.model_changed, self._show_versions),
         ]
         for signal, slot in pairs:
             signal.connect(slot)
@@ -265,6 +282,38 @@ class ModelDock(QWidget):
                 self.table.setItem(i, j, item)
         self.table.resizeRowsToContents()
 
+    def _show_versions(self, *_: Any) -> None:
+        combo = self.versions_combo
+        combo.blockSignals(True)
+        combo.clear()
+        current = 0
+        for i, version in enumerate(self.session.versions):
+            in_use = version.bundle is self.session.bundle
+            combo.addItem(version.label + ("  (in use)" if in_use else ""))
+            if in_use:
+                current = i
+        combo.setCurrentIndex(current if self.session.versions else -1)
+        combo.blockSignals(False)
+        self._update_enabled()
+
+    def switch_version(self, index: int | None = None) -> bool:
+        """Make the session's model version ``index`` (default: the one chosen) the current model.
+
+        Returns
+        -------
+        bool
+            False while a job runs or when there is nothing to switch to.
+        """
+        index = self.versions_combo.currentIndex() if index is None else index
+        versions = self.session.versions
+        if self.session.busy or not 0 <= index < len(versions):
+            return False
+        version = versions[index]
+        if version.bundle is not self.session.bundle:
+            self.session.set_model(version.bundle)
+        self.status.setText(f"Using {version.label}.")
+        return True
+
     def _update_device_label(self, *_: Any) -> None:
         requested = self.session.device
         used = self.session.resolved_device()
@@ -280,6 +329,7 @@ class ModelDock(QWidget):
                        self.create_button):
             widget.setEnabled(idle)
         self.save_button.setEnabled(idle and self.session.bundle is not None)
+        self.switch_button.setEnabled(idle and len(self.session.versions) > 1)
 
     # -- actions -------------------------------------------------------------
     def _browse_folder(self) -> None:

@@ -38,6 +38,7 @@ DOCKS: dict[str, tuple[str, str]] = {
     "Predict": ("napari_segloop.widgets.predict_dock", "PredictDock"),
     "Threshold": ("napari_segloop.widgets.threshold_dock", "ThresholdDock"),
     "Confusion": ("napari_segloop.widgets.confusion_dock", "ConfusionDock"),
+    "Fine-tune": ("napari_segloop.widgets.finetune_dock", "FinetuneDock"),
 }
 
 #: The sections in workflow order: (title, opened by default).
@@ -46,6 +47,7 @@ SECTIONS: tuple[tuple[str, bool], ...] = (
     ("Predict", True),
     ("Threshold", True),
     ("Confusion", False),
+    ("Fine-tune", False),
 )
 
 #: The panel's minimum height (pixels): a section header or two; the rest scrolls.
@@ -311,3 +313,8 @@ class SegloopPanel(QWidget):
     def confusion_dock(self) -> Any:
         """The :class:`~napari_segloop.widgets.confusion_dock.ConfusionDock` (made on first access)."""
         return self.sections["Confusion"].widget()
+
+    @property
+    def finetune_dock(self) -> Any:
+        """The :class:`~napari_segloop.widgets.finetune_dock.FinetuneDock` (made on first access)."""
+        return self.sections["Fine-tune"].widget()

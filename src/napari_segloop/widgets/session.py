@@ -91,6 +91,22 @@ class ProbabilityMap:
 
 
 @dataclass
+class ModelVersion:
+    """A model used in this session (loaded, created or trained), to switch back to.
+
+    Attributes
+    ----------
+    label : str
+        What the Model dock lists ("default", "default-v002 (trained)").
+    bundle : ModelBundle
+        The model itself (kept in memory: switching back is instant).
+    """
+
+    label: str
+    bundle: Any
+
+
+@dataclass
 class Job:
     """The background job running for a session."""
 
@@ -126,6 +142,8 @@ class Session:
     device_changed = Signal(str)
     #: Emitted with the new :class:`MaskSettings` when the mask on screen was made with other settings.
     mask_settings_changed = Signal(object)
+    #: Emitted with the list of :class:`ModelVersion` when a model joins it.
+    versions_changed = Signal(object)
 
     def __init__(self, viewer: Viewer) -> None:
         self._viewer = weakref.ref(viewer)
@@ -143,6 +161,8 @@ class Session:
         #: The threshold and post-processing of the mask on screen (written by the evaluation
         #: engine when it draws ``<image> mask``); "Save model as..." stores them in the new bundle.
         self.mask_settings: MaskSettings | None = None
+        #: The models of this session, oldest first (see :meth:`set_model`).
+        self.versions: list[ModelVersion] = []
 
     @property
     def viewer(self) -> Viewer | None:
@@ -150,10 +170,17 @@ class Session:
         return self._viewer()
 
     # -- model ---------------------------------------------------------------
-    def set_model(self, bundle: ModelBundle) -> None:
-        """Make ``bundle`` the session's model and tell the docks."""
+    def set_model(self, bundle: ModelBundle, label: str | None = None) -> None:
+        """Make ``bundle`` the session's model and tell the docks.
+
+        Every model set here joins :attr:`versions` (once), so the Model dock
+        can switch between a trained model and the one it came from.
+        """
         self.bundle = bundle
         self.model_version += 1
+        if not any(v.bundle is bundle for v in self.versions):
+            self.versions.append(ModelVersion(label or version_label(bundle), bundle))
+            self.versions_changed.emit(list(self.versions))
         self.model_changed.emit(bundle)
 
     # -- devices -------------------------------------------------------------
@@ -261,6 +288,18 @@ class Session:
             obj = factory(self)
             self._shared[key] = obj
         return obj
+
+
+def version_label(bundle: Any) -> str:
+    """A short name for a model: ``default``, a bundle's folder name, or ``new Unet (resnet34)``."""
+    source = str(getattr(bundle, "source", "") or "")
+    if source in ("", "new"):
+        return f"new {bundle.architecture} ({bundle.encoder})"
+    if source == "default":
+        return "default"
+    from pathlib import Path
+
+    return Path(source).name or source
 
 
 _SESSIONS: weakref.WeakKeyDictionary[Any, Session] = weakref.WeakKeyDictionary()

@@ -151,3 +151,14 @@ class UserSettings:
     @in_channels.setter
     def in_channels(self, value: int) -> None:
         self._set("model/in_channels", int(value))
+
+    @property
+    def models_folder(self) -> str:
+        """Where the Fine-tune dock saves new model versions (default ``~/segloop-models``)."""
+        from pathlib import Path
+
+        return str(self._get("train/models_folder", "") or Path.home() / "segloop-models")
+
+    @models_folder.setter
+    def models_folder(self, value: str) -> None:
+        self._set("train/models_folder", str(value))
