@@ -8,7 +8,8 @@ Prints progress lines, then as the last line one JSON object with:
     scribbles, augmentation, masked loss with the keep term, validation every
     20 steps) divided by those of a minimal hand-written PyTorch loop on the
     same model, batch and crop size (random crops of a pre-normalised image,
-    masked BCE, AdamW), in the same run and thread count. Goal: at least 0.9.
+    masked BCE, AdamW, BatchNorm statistics fixed as when fine-tuning), in the
+    same run and thread count. Goal: at least 0.9.
 ``ui_stall_p95_ms``
     The 95th percentile of napari event-loop stalls (how late a 10 ms QTimer
     fires) in a real viewer while the Fine-tune dock trains with the live
@@ -142,6 +143,9 @@ def speed(steps: int, threads: int) -> dict:
 
     start = _start("default")
     model = copy.deepcopy(start.model).train()
+    for module in model.modules():  # as the trainer does when fine-tuning: BatchNorm statistics fixed
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.eval()
     x_full, _ = normalize_slice(image[None], start.settings.normalization)
     x_full = torch.from_numpy(x_full)
     target = torch.from_numpy((scribbles == 1).astype(np.float32))[None]

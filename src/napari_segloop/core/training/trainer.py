@@ -759,6 +759,8 @@ def train(
         yield _preview(model, settings, request, predict_opts, best_step)
     model = model.to("cpu").to(memory_format=torch.contiguous_format)
     del opt
+    if teacher_bundle is not None:
+        teacher_bundle.model.to("cpu")  # the copy predict() moved to the device
     empty_cache(device)
     yield Progress(0, 1, "checking the new model")
     new_settings = copy.deepcopy(settings)
