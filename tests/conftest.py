@@ -33,3 +33,14 @@ def no_gpu(monkeypatch):
     mps = getattr(torch.backends, "mps", None)
     if mps is not None:
         monkeypatch.setattr(mps, "is_available", lambda: False)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run fastest on one torch thread (two were far slower on busy shared cores)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -17,12 +17,7 @@ from napari_segloop.core.training.runs import read_annotations
 FAST = ["--max-steps", "3", "--batch-size", "2", "--crop", "64", "--device", "cpu", "--threads", "1", "-q"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -34,6 +34,20 @@ def _path(x: np.ndarray, y: np.ndarray) -> QPainterPath:
     return path
 
 
+def begin_plot(widget: QWidget) -> tuple[QPainter, QColor, QColor]:
+    """A painter on ``widget`` with the plots' small font, and the text and grid colours."""
+    painter = QPainter(widget)
+    painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+    palette = widget.palette()
+    fg = palette.color(palette.ColorRole.WindowText)
+    grid = QColor(fg)
+    grid.setAlpha(60)
+    font = QFont(widget.font())
+    font.setPointSizeF(max(6.0, font.pointSizeF() * 0.8))
+    painter.setFont(font)
+    return painter, fg, grid
+
+
 class CurvePlot(QWidget):
     """Dice, precision and recall over the slider's thresholds, the current threshold marked.
 
@@ -127,15 +141,7 @@ class CurvePlot(QWidget):
                       max(10, self.height() - self.MARGIN_TOP - self.MARGIN_BOTTOM))
 
     def paintEvent(self, event: Any) -> None:
-        painter = QPainter(self)
-        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-        palette = self.palette()
-        fg = palette.color(palette.ColorRole.WindowText)
-        grid = QColor(fg)
-        grid.setAlpha(60)
-        font = QFont(self.font())
-        font.setPointSizeF(max(6.0, font.pointSizeF() * 0.8))
-        painter.setFont(font)
+        painter, fg, grid = begin_plot(self)
         rect = self._plot_rect()
         painter.setPen(QPen(grid, 1))
         for v in (0.0, 0.5, 1.0):

@@ -12,8 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 from qtpy.QtCore import QPointF, QRectF, QSize, Qt
-from qtpy.QtGui import QColor, QFont, QPainter, QPainterPath, QPen
+from qtpy.QtGui import QColor, QPainterPath, QPen
 from qtpy.QtWidgets import QSizePolicy, QWidget
+
+from napari_segloop.widgets.curve_plot import begin_plot
 
 #: Okabe-Ito colours: training loss, validation loss, validation Dice.
 TRAIN_COLOR, VAL_COLOR, DICE_COLOR = "#999999", "#E69F00", "#0072B2"
@@ -79,15 +81,7 @@ class TrainingPlot(QWidget):
 
     # -- drawing ------------------------------------------------------------------
     def paintEvent(self, event: Any) -> None:
-        painter = QPainter(self)
-        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-        palette = self.palette()
-        fg = palette.color(palette.ColorRole.WindowText)
-        grid = QColor(fg)
-        grid.setAlpha(60)
-        font = QFont(self.font())
-        font.setPointSizeF(max(6.0, font.pointSizeF() * 0.8))
-        painter.setFont(font)
+        painter, fg, grid = begin_plot(self)
         rect = QRectF(self.MARGIN_LEFT, self.MARGIN_TOP,
                       max(10, self.width() - self.MARGIN_LEFT - self.MARGIN_RIGHT),
                       max(10, self.height() - self.MARGIN_TOP - self.MARGIN_BOTTOM))
