@@ -31,12 +31,17 @@ Dice of the scored part, at the model's own threshold (pixels, no
 post-processing), is measured for the best weights so far (the trainer's
 ``Snapshot`` events, what Stop would save) at t = 0, 10, 20, 30, 45 and 60 s
 (those within the budget), and for the weights the run returns ("final").
-Times are measured from the end of the preparation.
+Times are measured from the end of the preparation. For the default model and
+the final weights the object F1 of the scored part is given too (connected
+components after the model's post-processing, matched to the true objects at
+IoU > 0.5, slice by slice in a stack; objects cut by the split count as they
+are cut). For a stack the Dice of each scored slice is in the JSON.
 
 Prints a Markdown table per image and a summary, progress on stderr, and as
 the last line one JSON object with all numbers.
 
-Run (2-core CPU, 1 thread: about 4 minutes per pair)::
+Run (2-core CPU, 1 thread: about 3 minutes per pair; the images are extracted from
+PyPI wheels as ``docs/finetuning_quality.md`` describes)::
 
     HF_HUB_OFFLINE=1 .venv/bin/python scripts/evaluate_finetuning.py --threads 1 --seconds 60 \\
         --pair /tmp/ftq/data/stardist_img2d.tif /tmp/ftq/data/stardist_img2d_labels.tif \\
@@ -44,10 +49,12 @@ Run (2-core CPU, 1 thread: about 4 minutes per pair)::
         --pair /tmp/ftq/data/ecoli_phase_t19.tif /tmp/ftq/data/ecoli_phase_t19_labels.tif \\
             --convert invert \\
         --pair /tmp/ftq/data/bbbc007_POS0008.tif /tmp/ftq/data/bbbc007_POS0008_labels.tif \\
-        --pair /tmp/ftq/data/cho3d_t0.tif /tmp/ftq/data/cho3d_t0_labels.tif --slices 0,1
+        --pair /tmp/ftq/data/cho3d_t0.tif /tmp/ftq/data/cho3d_t0_labels.tif --slices 0,1 \\
+        --pair /tmp/ftq/data/cho3d_t0.tif /tmp/ftq/data/cho3d_t0_labels.tif --slices 1,3
 
-``--convert`` and ``--slices`` apply to the ``--pair`` before them. See
-``docs/finetuning_quality.md`` for where the images come from and the results.
+``--convert`` and ``--slices`` apply to the ``--pair`` before them; add ``--seed 1``
+for a second set of scribbles and validation split. ``--runs`` picks a subset
+of the runs. Results and their reading: ``docs/finetuning_quality.md``.
 """
 
 from __future__ import annotations
@@ -198,6 +205,24 @@ class Scorer:
         p = self.prob(bundle)
         return float(evaluate(p, self.truth, float(bundle.settings.threshold), objects=False).pixel.dice)
 
+    def per_slice(self, bundle) -> dict[str, float] | None:
+        """Stack: Dice of each scored slice (None for a 2-D image)."""
+        from napari_segloop.core.evaluation import evaluate
+
+        if self.part["kind"] != "stack":
+            return None
+        p, thr = self.prob(bundle), float(bundle.settings.threshold)
+        return {str(z): round(float(evaluate(p[k], self.truth[k], thr, objects=False).pixel.dice), 4)
+                for k, z in enumerate(self.part["scored_slices"])}
+
+    def object_f1(self, bundle) -> float:
+        """Object F1 (IoU > 0.5) at the model's threshold with its post-processing (2-D objects)."""
+        from napari_segloop.core.evaluation import evaluate
+
+        ev = evaluate(self.prob(bundle), self.truth, float(bundle.settings.threshold), objects=True,
+                      postprocess=bundle.settings.postprocess)
+        return float(ev.objects.f1)
+
     def best(self, bundle) -> tuple[float, float]:
         """Dice at the threshold that is best *for the scored part itself* (optimistic), and it."""
         from napari_segloop.core.evaluation import ThresholdCurve
@@ -252,6 +277,8 @@ def run_training(name: str, start, pairs, mode: str, scorer: Scorer, args, conve
     out = {
         "run": name, "mode": mode, "start": "scratch" if start.source == "new" else "default",
         "dice_by_seconds": curve, "final": round(final, 4),
+        "final_per_slice": scorer.per_slice(result.bundle),
+        "final_object_f1": round(scorer.object_f1(result.bundle), 4),
         "steps": result.steps, "best_step": result.best_step, "stop_reason": result.stop_reason,
         "val_dice_start": None if result.baseline is None else round(result.baseline["dice"], 4),
         "val_dice_best": round(result.best["dice"], 4),
@@ -274,6 +301,8 @@ def evaluate_pair(spec: dict[str, Any], default, args) -> dict[str, Any]:
     part = split(image, truth, args.annotated_share, spec["slices"])
     convert = spec["convert"]
     name = Path(spec["image"]).stem + ("" if convert == "none" else f" (--convert {convert})")
+    if part["kind"] == "stack":
+        name += f" (slices {','.join(map(str, part['slices']))} annotated)"
     _say(f"{name}: image {image.shape} {image.dtype}; {part['text']}")
     scorer = Scorer(image, truth, part, convert)
     scribbles = scribbles_for(truth, part, args.fraction, args.seed)
@@ -290,6 +319,7 @@ def evaluate_pair(spec: dict[str, Any], default, args) -> dict[str, Any]:
         "scored_foreground_percent": round(100 * float(scorer.truth.mean()), 2),
         "scribbled_percent_of_annotated": round(100 * scribbled, 2),
         "default": {"dice": round(t0, 4), "threshold": float(default.settings.threshold),
+                    "per_slice": scorer.per_slice(default), "object_f1": round(scorer.object_f1(default), 4),
                     "best_dice_scored_part": round(best_dice, 4), "best_threshold": round(best_t, 4)},
         "runs": [],
     }
@@ -332,10 +362,11 @@ def markdown(results: list[dict[str, Any]], args) -> str:
                   f"Default model at the best threshold for the scored part itself (optimistic): "
                   f"{d['best_dice_scored_part']:.3f} at {d['best_threshold']:.3g}.", "",
                   "| run | " + " | ".join(f"{m} s" for m in marks) +
-                  " | final | steps | best step | held-out val Dice (start → best) |",
-                  "|---|" + "---|" * (len(marks) + 4)]
+                  " | final | object F1 (final) | steps | best step | held-out val Dice (start → best) |",
+                  "|---|" + "---|" * (len(marks) + 5)]
         if "default" in args.runs:
-            cells = [f"{d['dice']:.3f}"] + ["–"] * (len(marks) - 1) + [f"{d['dice']:.3f}", "–", "–", "–"]
+            cells = ([f"{d['dice']:.3f}"] + ["–"] * (len(marks) - 1)
+                     + [f"{d['dice']:.3f}", f"{d['object_f1']:.3f}", "–", "–", "–"])
             title = f"{TITLES['default']} (threshold {d['threshold']:g})"
             lines.append(f"| {title} | " + " | ".join(cells) + " |")
         for run in r["runs"]:
@@ -343,8 +374,15 @@ def markdown(results: list[dict[str, Any]], args) -> str:
             start = "–" if run["val_dice_start"] is None else f"{run['val_dice_start']:.3f}"
             lines.append(f"| {TITLES[run['run']]} (threshold {run['threshold']:g}) | "
                          + " | ".join(_fmt(c.get(str(m))) for m in marks)
-                         + f" | **{run['final']:.3f}** | {run['steps']} | {run['best_step']} | "
+                         + f" | **{run['final']:.3f}** | {run['final_object_f1']:.3f} | {run['steps']}"
+                           f" | {run['best_step']} | "
                            f"{start} → {run['val_dice_best']:.3f} |")
+        if d.get("per_slice"):
+            lines += ["", "Dice per scored slice (final weights): default "
+                      + ", ".join(f"z{z} {v:.3f}" for z, v in d["per_slice"].items())
+                      + "".join(f"; {run['run']} " + ", ".join(f"z{z} {v:.3f}"
+                                                              for z, v in run["final_per_slice"].items())
+                                for run in r["runs"]) + "."]
         lines.append("")
     lines += ["### Summary (Dice of the scored part; fine-tuned runs: final weights)", "",
               "| image | default | " + " | ".join(TITLES[k] for k in args.runs if k != "default") + " |",

@@ -119,3 +119,28 @@ def test_images_normalised_as_for_inference():
     data = _data([TrainingPair(img * 3 + 1000, _scribbles())])
     ref = _data([TrainingPair(img, _scribbles())])
     np.testing.assert_allclose(data.planes[0].image, ref.planes[0].image, atol=1e-4)
+
+
+def test_held_out_annotations_always_hold_both_classes():
+    """With background only held out, a model predicting nothing would score Dice 1.0."""
+    for seed in range(12):
+        lab = np.zeros((256, 256), np.uint8)
+        lab[20:30, 20:30] = 1  # the objects sit in one block ...
+        lab[200:250:6, 10:250] = 2  # ... the background strokes in many
+        data = _data([TrainingPair(_image(), lab)], seed=seed)
+        if not data.held_out:
+            continue  # nothing held out is allowed (and said); one class held out is not
+        plane = data.planes[0]
+        held = plane.target[plane.val]
+        assert (held > 0.5).any() and (held <= 0.5).any(), seed
+        trained = plane.target[plane.weight > 0]
+        assert (trained > 0.5).any() and (trained <= 0.5).any(), seed
+
+
+def test_two_object_blocks_give_one_to_each_side():
+    lab = np.zeros((256, 256), np.uint8)
+    lab[20:30, 20:30] = 1
+    lab[150:160, 150:160] = 1
+    lab[200:250:6, 10:250] = 2
+    held = [_data([TrainingPair(_image(), lab)], seed=s).held_out for s in range(8)]
+    assert all(held)

@@ -282,15 +282,23 @@ class TrainingData:
 
     def _split(self, targets: list[tuple[int, tuple[int, ...], PlaneTarget]]) -> None:
         blocks: list[tuple[float, int, int, int]] = []  # (hash, plane, by, bx)
+        kinds: dict[tuple[int, int, int], tuple[bool, bool]] = {}  # block -> (has fg, has bg)
         for p, (i, index, tgt) in enumerate(targets):
             ann = tgt.annotated
             h, w = ann.shape
             nby, nbx = -(-h // VAL_BLOCK), -(-w // VAL_BLOCK)
-            pad = np.zeros((nby * VAL_BLOCK, nbx * VAL_BLOCK), bool)
-            pad[:h, :w] = ann
-            has = pad.reshape(nby, VAL_BLOCK, nbx, VAL_BLOCK).any(axis=(1, 3))
+
+            def per_block(mask: np.ndarray, nby: int = nby, nbx: int = nbx) -> np.ndarray:
+                pad = np.zeros((nby * VAL_BLOCK, nbx * VAL_BLOCK), bool)
+                pad[:mask.shape[0], :mask.shape[1]] = mask
+                return pad.reshape(nby, VAL_BLOCK, nbx, VAL_BLOCK).any(axis=(1, 3))
+
+            has = per_block(ann)
+            has_fg = per_block(ann & (tgt.target > 0.5))
+            has_bg = per_block(ann & (tgt.target <= 0.5))
             for by, bx in zip(*np.nonzero(has), strict=True):
                 blocks.append((_block_hash(self.seed, i, index, int(by), int(bx)), p, int(by), int(bx)))
+                kinds[(p, int(by), int(bx))] = (bool(has_fg[by, bx]), bool(has_bg[by, bx]))
         chosen: set[tuple[int, int, int]] = set()
         if len(blocks) >= 2:
             chosen = {(p, by, bx) for u, p, by, bx in blocks if u < self.val_fraction}
@@ -300,6 +308,7 @@ class TrainingData:
             if len(chosen) == len(blocks):
                 _, p, by, bx = max(blocks)
                 chosen.discard((p, by, bx))
+            chosen = _both_classes(chosen, sorted(blocks), kinds)
         self.held_out = bool(chosen)
         planes: list[Plane] = []
         windows: list[ValWindow] = []
@@ -421,6 +430,29 @@ class TrainingData:
             if teach is not None:
                 teach[b], keep[b] = crops[3], crops[4]
         return Batch(x, y, wt, teach, keep)
+
+
+def _both_classes(chosen: set[tuple[int, int, int]], blocks: list[tuple[float, int, int, int]],
+                  kinds: dict[tuple[int, int, int], tuple[bool, bool]]) -> set[tuple[int, int, int]]:
+    """Held-out blocks with both classes, training blocks too; else nothing held out.
+
+    With one class only, the held-out Dice is 1.0 for a model that predicts that class
+    everywhere (or nothing): the starting model would look perfect and never be beaten.
+    """
+    def classes(keys: set[tuple[int, int, int]]) -> tuple[bool, bool]:
+        return any(kinds[k][0] for k in keys), any(kinds[k][1] for k in keys)
+
+    chosen = set(chosen)
+    for c in (0, 1):
+        if classes(chosen)[c]:
+            continue
+        for _, p, by, bx in blocks:  # in hash order: the same choice every time
+            key = (p, by, bx)
+            rest = set(kinds) - chosen - {key}
+            if key not in chosen and kinds[key][c] and all(classes(rest)):
+                chosen.add(key)
+                break
+    return chosen if all(classes(chosen)) and all(classes(set(kinds) - chosen)) else set()
 
 
 def _crop(a: np.ndarray, y0: int, x0: int, size: int) -> np.ndarray:
