@@ -48,13 +48,7 @@ from superqt import QCollapsible
 from napari_segloop.core.errors import SegloopError
 from napari_segloop.core.events import Notice, Preview, Progress, TrainStep, Validation
 from napari_segloop.widgets.jobs import JobFailed, create_job_worker, notify, show_progress
-from napari_segloop.widgets.layer_io import (
-    PredictInput,
-    current_slice,
-    layer_array,
-    layout,
-    write_probability,
-)
+from napari_segloop.widgets.layer_io import layer_array, layout, read_input, write_probability
 from napari_segloop.widgets.outputs import MASK_ROLE, find_output
 from napari_segloop.widgets.pickers import LayerChoice, is_labels, is_user_image
 from napari_segloop.widgets.session import METADATA_KEY, session_for, unwrap, version_label
@@ -519,22 +513,14 @@ class FinetuneDock(QWidget):
         if image is None or not self.preview_check.isChecked() or self._run is None:
             control.request_preview(None)
             return
-        lay = layout(image, self._model_channels())
-        data = layer_array(image)
-        index = None
-        axis = lay.channel_axis
-        if lay.is_stack:
-            index = current_slice(image, self.viewer, lay)
-            indexer: list[Any] = [slice(None)] * data.ndim
-            for a, i in zip(lay.stack_axes, index, strict=True):
-                indexer[a] = i
-            data = data[tuple(indexer)]
-            if axis is not None:
-                axis -= sum(1 for a in lay.stack_axes if a < axis)
-        key = (id(image), index)
-        self._run["inputs"][key] = (weakref.ref(image), lay, index)
-        control.request_preview(PreviewRequest(key, data, None, bool(getattr(image, "rgb", False)),
-                                               axis))
+        from napari_segloop.core.inference.predict import PredictOptions
+
+        # The plane in view, as the Predict dock's "current slice" reads it (a view, not a copy).
+        inp = read_input(image, self.viewer, PredictOptions(), self._model_channels(), slice_only=True)
+        key = (id(image), inp.slice_index)
+        self._run["inputs"][key] = (weakref.ref(image), inp)
+        control.request_preview(PreviewRequest(key, inp.data, None, inp.options.rgb,
+                                               inp.options.channel_axis))
 
     # -- events ---------------------------------------------------------------------------
     def _on_event(self, event: Any) -> None:
@@ -552,18 +538,15 @@ class FinetuneDock(QWidget):
         self.state.apply(event)
 
     def _show_preview(self, event: Preview) -> None:
-        from napari_segloop.core.inference.predict import PredictOptions
-
         if self._run is None:
             return
         entry = self._run["inputs"].get(event.key)
         if entry is None:
             return
-        ref, lay, index = entry
+        ref, inp = entry
         image = ref()
         if image is None or image not in self.viewer.layers:
             return
-        inp = PredictInput(np.empty(0), PredictOptions(), lay, index)
         write_probability(self.viewer, self.session, image, event.probabilities, inp)
 
     def _on_returned(self, result: Any) -> None:
