@@ -311,3 +311,59 @@ def test_a_good_starting_model_keeps_its_prediction_where_nothing_is_painted(nuc
     assert training["keep_weight"] == pytest.approx(1.0)
     assert training["learning_rate"] == pytest.approx(trainer_mod.LR_GOOD)
     assert not any(isinstance(e, Notice) and "held-out labels: what it" in e.text for e in events)
+
+
+def test_the_weight_average_warms_up_then_follows_the_decay():
+    model = torch.nn.Linear(2, 1)
+    avg = trainer_mod._averaged(model, decay=0.5)
+    first = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    avg.update_parameters(model)  # n = 0: a copy
+    torch.testing.assert_close(avg.module.weight, first + 1.0)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    avg.update_parameters(model)  # n = 1: decay min(0.5, 2 / 11)
+    d = 2 / 11
+    torch.testing.assert_close(avg.module.weight, d * (first + 1.0) + (1 - d) * (first + 2.0))
+    for _ in range(30):
+        avg.update_parameters(model)
+    torch.testing.assert_close(avg.module.weight, first + 2.0, atol=1e-5, rtol=0)
+    assert not avg.module.training and not any(p.requires_grad for p in avg.module.parameters())
+
+
+def test_the_returned_weights_are_the_validated_average(nuclei):
+    """With averaging, the model saved is the one validated, not the last raw step."""
+    img, lab = nuclei
+    snaps = []
+    result = run_to_end(train(tiny_bundle(), [TrainingPair(img, lab)],
+                              TrainConfig(**{**FAST, "mode": "dense", "max_steps": 10, "ema": 0.9})),
+                        lambda e: snaps.append(e) if isinstance(e, Snapshot) else None)
+    assert _state_equal(snaps[-1].state_dict, result.bundle.model.state_dict())
+    raw = run_to_end(train(tiny_bundle(), [TrainingPair(img, lab)],
+                           TrainConfig(**{**FAST, "mode": "dense", "max_steps": 10, "ema": 0.0})))
+    assert not _state_equal(raw.bundle.model.state_dict(), result.bundle.model.state_dict())
+
+
+@pytest.mark.parametrize(("mode", "has_edge"), [("scribbles", True), ("dense", False)])
+def test_the_edge_term_applies_to_scribbles_only_by_default(nuclei, mode, has_edge):
+    img, lab = nuclei
+    labels = _scribbles(lab) if mode == "scribbles" else lab
+    _, events = _run(tiny_bundle(), [TrainingPair(img, labels)], mode=mode, max_steps=3)
+    steps = [e for e in events if isinstance(e, TrainStep)]
+    assert steps and all(("edge" in s.losses) == has_edge for s in steps)
+    _, events = _run(tiny_bundle(), [TrainingPair(img, labels)], mode=mode, max_steps=3, edge_weight=0.5)
+    assert all("edge" in e.losses for e in events if isinstance(e, TrainStep))
+
+
+def test_closing_the_run_midway_stops_the_batch_thread(nuclei):
+    """napari's worker.quit() closes the generator: no sampling thread may outlive the run."""
+    img, lab = nuclei
+    gen = train(tiny_bundle(), [TrainingPair(img, lab)], TrainConfig(**{**FAST, "mode": "dense",
+                                                                          "max_steps": 50}))
+    for event in gen:
+        if isinstance(event, TrainStep) and event.step == 3:
+            break
+    assert any(t.name.startswith("segloop-batches") for t in threading.enumerate())
+    gen.close()
+    assert not any(t.name.startswith("segloop-batches") for t in threading.enumerate())

@@ -144,3 +144,94 @@ def test_two_object_blocks_give_one_to_each_side():
     lab[200:250:6, 10:250] = 2
     held = [_data([TrainingPair(_image(), lab)], seed=s).held_out for s in range(8)]
     assert all(held)
+
+
+def test_validation_pairs_are_held_out_whole_and_replace_the_split():
+    train_pair = TrainingPair(_image(seed=1), _scribbles(), "train")
+    val_pair = TrainingPair(_image(seed=2), _scribbles(), "check", validation=True)
+    data = _data([train_pair, val_pair])
+    assert data.held_out
+    train_plane, val_plane = data.planes
+    assert not train_plane.val.any()  # no block of the training image is held out
+    assert (train_plane.weight > 0).sum() == (_scribbles() > 0).sum()
+    assert not (val_plane.weight > 0).any()  # nothing of the validation image is trained on
+    assert val_plane.val.sum() == (_scribbles() > 0).sum()
+    assert {w.plane for w in data.windows} == {1}
+    assert data.train_planes == [0]
+
+
+def test_validation_pairs_need_labels_and_a_training_pair():
+    with pytest.raises(InputError, match="not only for validation"):
+        TrainingData([TrainingPair(_image(), _scribbles(), validation=True)], "scribbles", 1,
+                     Normalization())
+    empty = np.zeros((256, 256), np.uint8)
+    with pytest.raises(InputError, match="validation images need painted labels"):
+        _data([TrainingPair(_image(), _scribbles()), TrainingPair(_image(), empty, validation=True)])
+
+
+def test_max_val_blocks_caps_the_scored_windows():
+    pairs = [TrainingPair(_image(seed=1), _scribbles()),
+             TrainingPair(_image(seed=2), _scribbles(), validation=True)]
+    assert len(_data(pairs).windows) == 16
+    assert len(_data(pairs, max_val_blocks=5).windows) == 5
+
+
+def test_zoom_range_rescales_the_patches():
+    """A zoom range far from 1 changes the scale of what the patch shows."""
+    lab = np.zeros((256, 256), np.uint8)
+    lab[:, :] = 2
+    for y in range(0, 256, 32):
+        lab[y:y + 4] = 1  # a 4-px band every 32 rows
+    data = _data([TrainingPair(_image(), lab)], mode="scribbles", val_fraction=0.0)
+    rng = np.random.default_rng(0)
+
+    def edges(batch) -> float:  # band edges per patch (the bands may be rotated)
+        t = batch.target
+        return float(np.abs(np.diff(t, axis=2)).sum() + np.abs(np.diff(t, axis=3)).sum())
+
+    plain = edges(data.sample(rng, 32, 64, augment=True, zoom_range=(1.0, 1.0)))
+    shrunk = edges(data.sample(rng, 32, 64, augment=True, zoom_range=(0.5, 0.5)))
+    # Half of the patches are rescaled: by 0.5 they show twice the bands.
+    assert 1.2 * plain < shrunk < 2.0 * plain
+
+
+def test_prefetched_batches_are_the_batches_drawn_in_order():
+    from napari_segloop.core.training.data import BatchPrefetcher
+
+    data = _data([TrainingPair(_image(), _scribbles())])
+    rng_a, rng_b = np.random.default_rng(3), np.random.default_rng(3)
+    plain = [data.sample(rng_a, 4, 32) for _ in range(4)]
+    prefetch = BatchPrefetcher(lambda: data.sample(rng_b, 4, 32))
+    try:
+        fetched = [prefetch.get() for _ in range(4)]
+    finally:
+        prefetch.close()
+    for a, b in zip(plain, fetched, strict=True):
+        np.testing.assert_array_equal(a.image, b.image)
+        np.testing.assert_array_equal(a.weight, b.weight)
+
+
+def test_a_discarded_batch_is_finished_first_and_its_error_not_raised():
+    import threading
+    import time
+
+    from napari_segloop.core.training.data import BatchPrefetcher
+
+    calls = []
+    done = threading.Event()
+
+    def draw():
+        calls.append(1)
+        if len(calls) == 2:  # the prefetched one
+            time.sleep(0.2)
+            done.set()
+            raise RuntimeError("drawn from old labels")
+        return len(calls)
+
+    prefetch = BatchPrefetcher(draw)
+    assert prefetch.get() == 1
+    prefetch.discard()
+    assert done.is_set()  # discard waited for the running draw
+    assert prefetch.get() == 3
+    prefetch.close()
+    assert not any(t.name.startswith("segloop-batches") for t in threading.enumerate())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from napari_segloop.core.training.losses import LOSSES, class_weights, training_loss
+from napari_segloop.core.training.losses import LOSSES, class_weights, edge_term, training_loss
 
 
 def _batch(seed=0):
@@ -77,3 +77,30 @@ def test_unknown_loss_is_refused():
     logits, target, weight = _batch()
     with pytest.raises(ValueError, match="unknown loss"):
         training_loss(logits, target, weight, "focal")
+
+
+def _step_image(edge_at: int, size: int = 32) -> torch.Tensor:
+    img = torch.zeros(1, 1, size, size)
+    img[..., edge_at:] = 1.0
+    return img + 0.02 * torch.randn(1, 1, size, size, generator=torch.Generator().manual_seed(0))
+
+
+def test_the_edge_term_is_lowest_when_the_boundary_sits_on_the_image_edge():
+    image = _step_image(16)
+    costs = {}
+    for at in (8, 12, 16, 20, 24):
+        logits = torch.full((1, 1, 32, 32), -8.0)
+        logits[..., at:] = 8.0
+        costs[at] = float(edge_term(logits, image))
+    assert min(costs, key=costs.get) == 16
+    assert costs[16] < 0.2 * costs[8]
+    # A prediction with no boundary at all costs nothing.
+    assert float(edge_term(torch.zeros(1, 1, 32, 32), image)) == pytest.approx(0.0)
+
+
+def test_the_edge_term_has_gradients_and_handles_several_channels():
+    image = torch.cat([_step_image(10), _step_image(10)], dim=1)
+    logits = torch.zeros(2, 1, 32, 32, requires_grad=True)
+    term = edge_term(logits + torch.randn(2, 1, 32, 32), image.expand(2, -1, -1, -1))
+    term.backward()
+    assert torch.isfinite(term) and logits.grad is not None and logits.grad.abs().sum() > 0

@@ -14,7 +14,8 @@ Validation split
     seed and the block's position, so a block keeps its side when the user
     paints more (a refresh never moves training pixels into validation). With
     fewer than two annotated blocks nothing can be held out; validation then
-    uses the training annotations and says so.
+    uses the training annotations and says so. Pairs marked ``validation``
+    replace the split: all of their annotations are held out, none of the others.
 
 Patches
     Centres are drawn from the annotated training pixels, half foreground and
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +45,7 @@ from napari_segloop.core.training.annotations import (
     plane_target,
 )
 
-__all__ = ["VAL_BLOCK", "Batch", "Plane", "TrainingData", "TrainingPair", "ValWindow"]
+__all__ = ["VAL_BLOCK", "Batch", "BatchPrefetcher", "Plane", "TrainingData", "TrainingPair", "ValWindow"]
 
 #: Edge of the blocks annotations are split by, in pixels.
 VAL_BLOCK = 64
@@ -74,6 +76,9 @@ class TrainingPair:
     reference : array-like, optional
         Mode ``correction``: the mask before the user's edits. Without it the
         starting model's own mask (``probability > threshold``) is used.
+    validation : bool
+        Only for validation: all of this pair's annotations are held out, and
+        then no annotation of the other pairs is.
     """
 
     image: Any
@@ -81,6 +86,7 @@ class TrainingPair:
     name: str = "image"
     rgb: bool | None = None
     reference: Any = None
+    validation: bool = False
 
 
 @dataclass
@@ -154,6 +160,8 @@ class TrainingData:
         ``channel_axis``, ``convert``, ``channel`` as for prediction.
     changed_weight : float
         Weight of corrected pixels (mode ``correction``).
+    max_val_blocks : int
+        At most this many validation blocks are scored (a fixed random subset beyond).
     """
 
     def __init__(
@@ -169,9 +177,12 @@ class TrainingData:
         seed: int = 0,
         input_options: dict[str, Any] | None = None,
         changed_weight: float = 5.0,
+        max_val_blocks: int = MAX_VAL_BLOCKS,
     ) -> None:
         if not pairs:
             raise InputError("Training needs at least one image with painted labels.")
+        if all(p.validation for p in pairs):
+            raise InputError("Training needs at least one image that is not only for validation.")
         self.pairs = pairs
         self.mode = mode
         self.normalization = normalization
@@ -181,6 +192,7 @@ class TrainingData:
         self.val_fraction = float(val_fraction)
         self.seed = int(seed)
         self.changed_weight = float(changed_weight)
+        self.max_val_blocks = max(1, int(max_val_blocks))
         self.notes: list[str] = []
         opts = input_options or {}
         self.prepared: list[PreparedInput] = []
@@ -300,7 +312,12 @@ class TrainingData:
                 blocks.append((_block_hash(self.seed, i, index, int(by), int(bx)), p, int(by), int(bx)))
                 kinds[(p, int(by), int(bx))] = (bool(has_fg[by, bx]), bool(has_bg[by, bx]))
         chosen: set[tuple[int, int, int]] = set()
-        if len(blocks) >= 2:
+        explicit = {p for p, (i, _, _) in enumerate(targets) if self.pairs[i].validation}
+        if any(self.pairs[i].validation for i in range(len(self.pairs))):
+            chosen = {(p, by, bx) for _, p, by, bx in blocks if p in explicit}
+            if not chosen or not any(p not in explicit for _, p, _, _ in blocks):
+                raise InputError("Both the training and the validation images need painted labels.")
+        elif len(blocks) >= 2:
             chosen = {(p, by, bx) for u, p, by, bx in blocks if u < self.val_fraction}
             if not chosen:
                 _, p, by, bx = min(blocks)
@@ -343,9 +360,9 @@ class TrainingData:
                               slice(bx * VAL_BLOCK, (bx + 1) * VAL_BLOCK))
                         if ann[sl].any():
                             windows.append(self._window(p, *ann.shape, by, bx, ann))
-        if len(windows) > MAX_VAL_BLOCKS:
+        if len(windows) > self.max_val_blocks:
             rng = np.random.default_rng([self.seed, 7])
-            keep_idx = np.sort(rng.choice(len(windows), MAX_VAL_BLOCKS, replace=False))
+            keep_idx = np.sort(rng.choice(len(windows), self.max_val_blocks, replace=False))
             windows = [windows[k] for k in keep_idx]
         self.planes, self.windows = planes, windows
         self.train_planes = [k for k, pl in enumerate(planes) if len(pl.fg) + len(pl.bg) > 0]
@@ -376,8 +393,15 @@ class TrainingData:
         return img, tgt, win.mask
 
     def sample(self, rng: np.random.Generator, batch: int, crop: int, augment: bool = True,
-               clip: tuple[float, float] | None = None) -> Batch:
-        """Draw ``batch`` augmented patches of ``crop`` pixels."""
+               clip: tuple[float, float] | None = None,
+               zoom_range: tuple[float, float] = (0.8, 1.25),
+               gamma_range: tuple[float, float] = (0.7, 1.4)) -> Batch:
+        """Draw ``batch`` augmented patches of ``crop`` pixels.
+
+        With ``augment``, half of the patches are rescaled by a factor drawn
+        log-uniformly from ``zoom_range``, half get a gamma from ``gamma_range``
+        and half a contrast and brightness change; all are rotated and flipped.
+        """
         c = self.planes[0].image.shape[0]
         x = np.empty((batch, c, crop, crop), np.float32)
         y = np.empty((batch, 1, crop, crop), np.float32)
@@ -389,7 +413,7 @@ class TrainingData:
             h, w = plane.target.shape
             zoom = 1.0
             if augment and rng.random() < 0.5:
-                zoom = float(np.exp(rng.uniform(np.log(0.8), np.log(1.25))))
+                zoom = float(np.exp(rng.uniform(np.log(zoom_range[0]), np.log(zoom_range[1]))))
             region = max(8, round(crop / zoom))
             u = rng.random()
             pool = plane.fg if (u < (1 - RANDOM_CENTRES) / 2 and len(plane.fg)) else plane.bg
@@ -419,7 +443,7 @@ class TrainingData:
                     crops = [a[:, :, ::-1] for a in crops]
                 img = crops[0]
                 if rng.random() < 0.5:
-                    gamma = float(np.exp(rng.uniform(np.log(0.7), np.log(1.4))))
+                    gamma = float(np.exp(rng.uniform(np.log(gamma_range[0]), np.log(gamma_range[1]))))
                     img = np.sign(img) * np.abs(img) ** gamma
                 if rng.random() < 0.5:
                     img = img * rng.uniform(0.85, 1.15) + rng.uniform(-0.08, 0.08)
@@ -430,6 +454,44 @@ class TrainingData:
             if teach is not None:
                 teach[b], keep[b] = crops[3], crops[4]
         return Batch(x, y, wt, teach, keep)
+
+
+class BatchPrefetcher:
+    """Draws the next batch in a background thread while the current step computes.
+
+    Patch sampling (numpy and scipy) then overlaps the forward and backward
+    pass (torch releases the GIL in its kernels), as a DataLoader worker would,
+    without a process. Batches come in the order they are drawn, so a seeded
+    run gives the same batches with or without it.
+
+    Parameters
+    ----------
+    draw : callable
+        Returns one :class:`Batch` (e.g. ``lambda: data.sample(rng, ...)``).
+    """
+
+    def __init__(self, draw: Callable[[], Batch]) -> None:
+        self._draw = draw
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segloop-batches")
+        self._next: Future[Batch] | None = None
+
+    def get(self) -> Batch:
+        """The next batch (drawn now if none is ready); starts drawing the one after."""
+        batch = self._next.result() if self._next is not None else self._draw()
+        self._next = self._pool.submit(self._draw)
+        return batch
+
+    def discard(self) -> None:
+        """Drop the batch being drawn, after it is done: call before the data change."""
+        if self._next is not None:
+            if not self._next.cancel():
+                self._next.exception()  # waits; an error of a discarded batch is not raised
+            self._next = None
+
+    def close(self) -> None:
+        """Discard, and stop the thread."""
+        self.discard()
+        self._pool.shutdown(wait=True)
 
 
 def _both_classes(chosen: set[tuple[int, int, int]], blocks: list[tuple[float, int, int, int]],

@@ -9,7 +9,7 @@ typed events (:class:`~napari_segloop.core.events.TrainStep`,
 :class:`~napari_segloop.core.events.Progress`,
 :class:`~napari_segloop.core.events.Notice`) and returns a
 :class:`TrainResult` holding the new bundle. The CLI (``segloop train``), the
-Fine-tune dock and the benchmark all run it.
+Fine-tune dock, the benchmark and ``scripts/train_default_model.py`` all run it.
 
 A good model is never made worse
     * The starting model is validated first (step 0) on the held-out
@@ -22,6 +22,14 @@ A good model is never made worse
     * Fine-tuning keeps BatchNorm statistics fixed (a few small patches would
       otherwise replace statistics learnt on far more data) and starts from a
       lower learning rate than training from scratch.
+
+Steadier with few labels
+    The weights validated, previewed and returned are a moving average of the
+    optimiser's (``TrainConfig.ema``); with scribbles, a contrast-sensitive
+    smoothness term puts the boundaries on image edges
+    (:func:`~napari_segloop.core.training.losses.edge_term`). Patches are
+    drawn one step ahead in a background thread
+    (:class:`~napari_segloop.core.training.data.BatchPrefetcher`).
 
 Control
     A :class:`TrainControl` (thread-safe) pauses, resumes and stops a run,
@@ -60,8 +68,8 @@ from napari_segloop.core.inference.devices import autocast_dtype, empty_cache, r
 from napari_segloop.core.inference.predict import PredictOptions, predict
 from napari_segloop.core.inference.threads import apply_threads
 from napari_segloop.core.training.annotations import check_mode, labels_digest
-from napari_segloop.core.training.data import TrainingData, TrainingPair
-from napari_segloop.core.training.losses import LOSSES, class_weights, training_loss
+from napari_segloop.core.training.data import BatchPrefetcher, TrainingData, TrainingPair
+from napari_segloop.core.training.losses import LOSSES, class_weights, edge_term, training_loss
 
 __all__ = [
     "TRANSFER_MODES",
@@ -83,6 +91,8 @@ UNFREEZE_AT = 0.3
 LR_SCRATCH, LR_GOOD, LR_POOR = 3e-3, 3e-4, 1.5e-3
 #: The starting model is fully trusted from this held-out Dice up, not at all below TRUST_LOW.
 TRUST_LOW, TRUST_HIGH = 0.5, 0.9
+#: Weight of the edge term in mode ``scribbles`` (see :func:`~.losses.edge_term`).
+EDGE_WEIGHT = 0.3
 #: Learning-rate factor of the encoder once unfrozen.
 ENCODER_LR_FACTOR = 0.1
 #: A prediction covering less than this share of the training planes is "nothing" (more than
@@ -118,7 +128,10 @@ class TrainConfig:
         Patches per step and their edge in pixels (rounded up to the model's
         input multiple).
     val_fraction : float
-        Share of the annotated blocks held out for validation.
+        Share of the annotated blocks held out for validation (unless some
+        pairs are marked ``validation``).
+    max_val_blocks : int
+        At most this many 64-px validation blocks are scored.
     val_every : int
         Validate every this many steps.
     patience : int
@@ -127,6 +140,16 @@ class TrainConfig:
         Weight of the keep term on unannotated pixels (fine-tuning only),
         scaled by :func:`starting_trust`: a starting model that scores badly
         on the held-out labels is not kept.
+    edge_weight : float, optional
+        Weight of :func:`~napari_segloop.core.training.losses.edge_term` (boundaries
+        on image edges where nothing is painted). Default: EDGE_WEIGHT in
+        mode ``scribbles``, 0 otherwise (dense labels and corrections carry
+        their boundaries).
+    ema : float
+        Decay of the exponential moving average of the weights that is
+        validated, previewed and returned (0: the raw weights). Few labels
+        make consecutive steps jump between quite different models; the
+        average is steadier (decay warmed up as ``(1 + n) / (10 + n)``).
     changed_weight : float
         Weight of the pixels a correction changed.
     seed : int
@@ -139,6 +162,8 @@ class TrainConfig:
         torch CPU threads (see :mod:`napari_segloop.core.inference.threads`).
     augment : bool
         Flips, rotations, small scale and intensity changes.
+    zoom_range, gamma_range : (float, float)
+        Ranges of the random rescaling and gamma of the augmentation.
     refresh_seconds : float
         Re-read changed labels at most this often.
     preview_seconds : float
@@ -157,15 +182,20 @@ class TrainConfig:
     batch_size: int = 8
     crop: int = 128
     val_fraction: float = 0.2
+    max_val_blocks: int = 96
     val_every: int = 20
     patience: int = 12
     keep_weight: float = 1.0
+    edge_weight: float | None = None
+    ema: float = 0.98
     changed_weight: float = 5.0
     seed: int = 0
     device: str = "auto"
     amp: bool = True
     threads: int | str = "auto"
     augment: bool = True
+    zoom_range: tuple[float, float] = (0.8, 1.25)
+    gamma_range: tuple[float, float] = (0.7, 1.4)
     refresh_seconds: float = 2.0
     preview_seconds: float = 4.0
     channel_axis: int | str | None = "auto"
@@ -190,6 +220,12 @@ class TrainConfig:
             raise InputError("The batch must hold at least 1 patch of at least 16 pixels.")
         if not 0 <= self.val_fraction < 1:
             raise InputError(f"The validation share must be in [0, 1); got {self.val_fraction}.")
+        for name, (lo, hi) in (("zoom", self.zoom_range), ("gamma", self.gamma_range)):
+            if not 0 < lo <= hi:
+                raise InputError(f"The {name} range must be two positive numbers, low to high; "
+                                 f"got {lo}, {hi}.")
+        if not 0 <= self.ema < 1:
+            raise InputError(f"The weight-averaging decay must be in [0, 1); got {self.ema}.")
         if self.pos_weight is not None and not self.pos_weight > 0:
             raise InputError(f"The foreground weight must be positive; got {self.pos_weight}.")
         out = copy.copy(self)
@@ -390,6 +426,24 @@ def precision_plan(device: torch.device, amp: bool) -> tuple[torch.dtype | None,
     return dtype, dtype == torch.float16, True
 
 
+def _averaged(model: torch.nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:
+    """An exponential moving average of ``model``'s weights (torch's AveragedModel), in eval mode.
+
+    The decay is warmed up as ``min(decay, (1 + n) / (10 + n))`` after ``n``
+    updates, so the first steps are not averaged with the random start.
+    BatchNorm statistics are copied from the model, not averaged.
+    """
+    def ema_update(averaged: list[torch.Tensor], current: list[torch.Tensor], n: torch.Tensor) -> None:
+        d = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
+        torch._foreach_lerp_(averaged, current, 1.0 - d)  # what torch's get_ema_multi_avg_fn does
+
+    avg = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=ema_update, use_buffers=False)
+    avg.module.eval()
+    for p in avg.module.parameters():
+        p.requires_grad_(False)
+    return avg
+
+
 def _state_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
@@ -535,7 +589,7 @@ def train(
         teacher=teacher if fine_tune else None, threshold=threshold, scale=scale,
         val_fraction=cfg.val_fraction, seed=seed,
         input_options={"channel_axis": cfg.channel_axis, "convert": cfg.convert, "channel": cfg.channel},
-        changed_weight=cfg.changed_weight,
+        changed_weight=cfg.changed_weight, max_val_blocks=cfg.max_val_blocks,
     )
     for note in data.notes:
         yield Notice(note)
@@ -568,6 +622,9 @@ def train(
     if enc_ids:
         groups.append({"params": list(enc.parameters()), "lr_factor": 1.0})
     opt = torch.optim.AdamW(groups, lr=cfg.lr or LR_SCRATCH, weight_decay=1e-4)
+    ema = _averaged(model, cfg.ema) if cfg.ema > 0 else None
+    #: The weights that are validated, previewed and returned.
+    averaged = ema.module if ema is not None else model
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler) if use_scaler else None
     norm = settings.normalization
     clip = (norm.clip_min, norm.clip_max) if norm.kind == "percentile" and norm.clip else None
@@ -594,6 +651,8 @@ def train(
         yield Snapshot(0, best_state, "best")
     trust = starting_trust(baseline)
     keep_weight = cfg.keep_weight * trust
+    edge_weight = cfg.edge_weight if cfg.edge_weight is not None else (
+        EDGE_WEIGHT if cfg.mode == "scribbles" else 0.0)
     base_lr = cfg.lr or (LR_SCRATCH if not fine_tune else LR_GOOD + (LR_POOR - LR_GOOD) * (1 - trust))
     if fine_tune and trust < 1:
         yield Notice(
@@ -609,148 +668,163 @@ def train(
     last_refresh = last_preview = time.perf_counter()
     warned_empty = False
     n_skipped = 0
-    while True:
-        if control.stopping:
-            stop_reason = "stopped"
-            break
-        if control.paused:
-            t0 = time.perf_counter()
-            yield Progress(step, cfg.max_steps or 0, "paused")
-            control.wait_while_paused(0.2)
-            paused_for += time.perf_counter() - t0
-            continue
-        progress = max(step / cfg.max_steps if cfg.max_steps else 0.0,
-                       active() / cfg.max_seconds if cfg.max_seconds else 0.0)
-        if progress >= 1.0:
-            stop_reason = "steps" if cfg.max_steps and step >= cfg.max_steps else "time"
-            break
-        now = time.perf_counter()
-        if control.read_labels is not None and now - last_refresh >= cfg.refresh_seconds \
-                and control.take_labels_changed():
-            last_refresh = now
-            try:
-                fresh = [np.array(a, copy=True) for a in control.read_labels()]
-                for i, idx in data.pending_planes(fresh):
-                    data.prepare_plane(i, idx)
-                before = (data.n_foreground, data.n_background)
-                data.build(fresh)
-                labels = fresh
-                classes = class_weights(data.n_foreground, data.n_background, cfg.pos_weight)
-                yield Notice(f"New labels picked up at step {step} ({data.n_foreground} foreground, "
-                             f"{data.n_background} background pixels; before {before[0]}, {before[1]}).")
-                if baseline is not None and teacher_bundle is not None:
-                    # The held-out set changed: score the starting model and the best weights on it again.
-                    teacher_bundle.model.to(device)
-                    baseline = _validate(teacher_bundle.model, data, cfg, device, autocast, False,
-                                         threshold, classes, multiple)
-                    current = _state_copy(model)
-                    model.load_state_dict(best_state)
-                    best = _validate(model, data, cfg, device, autocast, channels_last, threshold,
-                                     classes, multiple)
-                    model.load_state_dict(current)
-                    _set_modes(model, frozen, freeze_bn)
-                    trust = starting_trust(baseline)
-                    keep_weight = cfg.keep_weight * trust
-            except InputError as exc:
-                yield Notice(f"The new labels were not used: {exc}", "warning")
-        request = control.preview
-        if request is not None and now - last_preview >= cfg.preview_seconds:
-            last_preview = now
-            yield _preview(model, settings, request, predict_opts, step)
-            _set_modes(model, frozen, freeze_bn)
-        if cfg.transfer == "frozen_then_unfrozen" and frozen and progress >= UNFREEZE_AT:
-            frozen = False
-            _freeze_encoder(model, False)
-            _set_modes(model, False, freeze_bn)
-            if len(opt.param_groups) > 1:
-                opt.param_groups[1]["lr_factor"] = ENCODER_LR_FACTOR
-            yield Notice(f"Encoder unfrozen at step {step}, with a {1 / ENCODER_LR_FACTOR:g}x lower "
-                         "learning rate.")
+    prefetch = BatchPrefetcher(lambda: data.sample(rng, cfg.batch_size, crop, cfg.augment, clip,
+                                                 tuple(cfg.zoom_range), tuple(cfg.gamma_range)))
+    try:
+        while True:
+            if control.stopping:
+                stop_reason = "stopped"
+                break
+            if control.paused:
+                t0 = time.perf_counter()
+                yield Progress(step, cfg.max_steps or 0, "paused")
+                control.wait_while_paused(0.2)
+                paused_for += time.perf_counter() - t0
+                continue
+            progress = max(step / cfg.max_steps if cfg.max_steps else 0.0,
+                           active() / cfg.max_seconds if cfg.max_seconds else 0.0)
+            if progress >= 1.0:
+                stop_reason = "steps" if cfg.max_steps and step >= cfg.max_steps else "time"
+                break
+            now = time.perf_counter()
+            if control.read_labels is not None and now - last_refresh >= cfg.refresh_seconds \
+                    and control.take_labels_changed():
+                last_refresh = now
+                try:
+                    fresh = [np.array(a, copy=True) for a in control.read_labels()]
+                    for i, idx in data.pending_planes(fresh):
+                        data.prepare_plane(i, idx)
+                    before = (data.n_foreground, data.n_background)
+                    prefetch.discard()  # drawn from the old labels; never read mid-build
+                    data.build(fresh)
+                    labels = fresh
+                    classes = class_weights(data.n_foreground, data.n_background, cfg.pos_weight)
+                    yield Notice(f"New labels picked up at step {step} ({data.n_foreground} foreground, "
+                                 f"{data.n_background} background pixels; before {before[0]}, {before[1]}).")
+                    if baseline is not None and teacher_bundle is not None:
+                        # The held-out set changed: score the starting model and the best weights on it again.
+                        teacher_bundle.model.to(device)
+                        baseline = _validate(teacher_bundle.model, data, cfg, device, autocast, False,
+                                             threshold, classes, multiple)
+                        current = _state_copy(model)
+                        model.load_state_dict(best_state)
+                        best = _validate(model, data, cfg, device, autocast, channels_last, threshold,
+                                         classes, multiple)
+                        model.load_state_dict(current)
+                        _set_modes(model, frozen, freeze_bn)
+                        trust = starting_trust(baseline)
+                        keep_weight = cfg.keep_weight * trust
+                except InputError as exc:
+                    yield Notice(f"The new labels were not used: {exc}", "warning")
+            request = control.preview
+            if request is not None and now - last_preview >= cfg.preview_seconds:
+                last_preview = now
+                yield _preview(averaged, settings, request, predict_opts, step)
+                _set_modes(model, frozen, freeze_bn)
+            if cfg.transfer == "frozen_then_unfrozen" and frozen and progress >= UNFREEZE_AT:
+                frozen = False
+                _freeze_encoder(model, False)
+                _set_modes(model, False, freeze_bn)
+                if len(opt.param_groups) > 1:
+                    opt.param_groups[1]["lr_factor"] = ENCODER_LR_FACTOR
+                yield Notice(f"Encoder unfrozen at step {step}, with a {1 / ENCODER_LR_FACTOR:g}x lower "
+                             "learning rate.")
 
-        lr = base_lr * _lr_factor(progress, step + 1)
-        for g in opt.param_groups:
-            g["lr"] = lr * g.get("lr_factor", 1.0)
-        batch = data.sample(rng, cfg.batch_size, crop, cfg.augment, clip)
-        x = torch.from_numpy(batch.image).to(device)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        y = torch.from_numpy(batch.target).to(device)
-        w = torch.from_numpy(batch.weight).to(device)
-        t = torch.from_numpy(batch.teacher).to(device) if batch.teacher is not None else None
-        k = torch.from_numpy(batch.keep).to(device) if batch.keep is not None else None
-        with torch.autocast(device_type=device.type, dtype=autocast or torch.float32,
-                            enabled=autocast is not None):
-            logits = model(x)
-        loss, terms = training_loss(logits, y, w, cfg.loss, classes, t, k,
-                                    keep_weight)
-        step += 1
-        if loss is None:
-            n_skipped += 1
-            if not warned_empty:
-                warned_empty = True
-                yield Notice("A batch had no annotated pixel and was skipped.")
-            continue
-        if not bool(torch.isfinite(loss)):
-            model.load_state_dict(best_state)
-            stop_reason = "nan"
-            yield Notice(f"The loss became NaN/Inf at step {step}; training stopped and the best "
-                         f"weights so far (step {best_step}) are kept.", "error")
-            break
-        opt.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-        else:
-            loss.backward()
-            opt.step()
-        value = float(loss.detach())
-        running.append(value)
-        speed_n += cfg.batch_size
-        elapsed_speed = time.perf_counter() - speed_t
-        sps = speed_n / elapsed_speed if elapsed_speed > 0 else 0.0
-        if speed_n >= 20 * cfg.batch_size:
-            speed_t, speed_n = time.perf_counter(), 0
-        yield TrainStep(step, cfg.max_steps or 0, value, lr, active(), sps, terms)
-
-        last = cfg.max_steps is not None and step >= cfg.max_steps
-        if step % cfg.val_every == 0 or last:
-            val = _validate(model, data, cfg, device, autocast, channels_last, threshold, classes, multiple)
-            _set_modes(model, frozen, freeze_bn)
-            entry = {"step": step, "train_loss": round(float(np.mean(running)), 5),
-                     "val_loss": round(val["loss"], 5), "val_dice": round(val["dice"], 5),
-                     "lr": lr, "seconds": round(active(), 2)}
-            running = []
-            history.append(entry)
-            if not math.isfinite(val["loss"]):
+            lr = base_lr * _lr_factor(progress, step + 1)
+            for g in opt.param_groups:
+                g["lr"] = lr * g.get("lr_factor", 1.0)
+            batch = prefetch.get()
+            x = torch.from_numpy(batch.image).to(device)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            y = torch.from_numpy(batch.target).to(device)
+            w = torch.from_numpy(batch.weight).to(device)
+            t = torch.from_numpy(batch.teacher).to(device) if batch.teacher is not None else None
+            k = torch.from_numpy(batch.keep).to(device) if batch.keep is not None else None
+            with torch.autocast(device_type=device.type, dtype=autocast or torch.float32,
+                                enabled=autocast is not None):
+                logits = model(x)
+            loss, terms = training_loss(logits, y, w, cfg.loss, classes, t, k,
+                                        keep_weight)
+            if loss is not None and edge_weight > 0:
+                edge = edge_term(logits, x)
+                loss = loss + edge_weight * edge
+                terms["edge"] = float(edge.detach())
+            step += 1
+            if loss is None:
+                n_skipped += 1
+                if not warned_empty:
+                    warned_empty = True
+                    yield Notice("A batch had no annotated pixel and was skipped.")
+                continue
+            if not bool(torch.isfinite(loss)):
                 model.load_state_dict(best_state)
                 stop_reason = "nan"
-                yield Notice(f"Validation became NaN at step {step}; training stopped and the best "
+                yield Notice(f"The loss became NaN/Inf at step {step}; training stopped and the best "
                              f"weights so far (step {best_step}) are kept.", "error")
                 break
-            is_best = _better(val, best)
-            metrics = {"iou": val["iou"]}
-            if baseline is not None:
-                metrics["start_dice"] = baseline["dice"]
-            yield Validation(step, val["loss"], val["dice"], best=is_best, metrics=metrics)
-            if is_best:
-                best, best_step, since_best = dict(val), step, 0
-                best_state = _state_copy(model)
-                yield Snapshot(step, best_state, "best")
+            opt.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
             else:
-                since_best += 1
-                if cfg.patience and since_best >= cfg.patience:
-                    stop_reason = "early stopping"
-                    yield Notice(f"Validation has not improved for {since_best} checks; stopping "
-                                 f"early (best at step {best_step}).")
+                loss.backward()
+                opt.step()
+            if ema is not None:
+                ema.update_parameters(model)
+            value = float(loss.detach())
+            running.append(value)
+            speed_n += cfg.batch_size
+            elapsed_speed = time.perf_counter() - speed_t
+            sps = speed_n / elapsed_speed if elapsed_speed > 0 else 0.0
+            if speed_n >= 20 * cfg.batch_size:
+                speed_t, speed_n = time.perf_counter(), 0
+            yield TrainStep(step, cfg.max_steps or 0, value, lr, active(), sps, terms)
+
+            last = cfg.max_steps is not None and step >= cfg.max_steps
+            if step % cfg.val_every == 0 or last:
+                val = _validate(averaged, data, cfg, device, autocast, channels_last, threshold, classes,
+                                multiple)
+                _set_modes(model, frozen, freeze_bn)
+                entry = {"step": step, "train_loss": round(float(np.mean(running)), 5),
+                         "val_loss": round(val["loss"], 5), "val_dice": round(val["dice"], 5),
+                         "lr": lr, "seconds": round(active(), 2)}
+                running = []
+                history.append(entry)
+                if not math.isfinite(val["loss"]):
+                    model.load_state_dict(best_state)
+                    stop_reason = "nan"
+                    yield Notice(f"Validation became NaN at step {step}; training stopped and the best "
+                                 f"weights so far (step {best_step}) are kept.", "error")
                     break
+                is_best = _better(val, best)
+                metrics = {"iou": val["iou"]}
+                if baseline is not None:
+                    metrics["start_dice"] = baseline["dice"]
+                yield Validation(step, val["loss"], val["dice"], best=is_best, metrics=metrics)
+                if is_best:
+                    best, best_step, since_best = dict(val), step, 0
+                    best_state = _state_copy(averaged)
+                    yield Snapshot(step, best_state, "best")
+                else:
+                    since_best += 1
+                    if cfg.patience and since_best >= cfg.patience:
+                        stop_reason = "early stopping"
+                        yield Notice(f"Validation has not improved for {since_best} checks; stopping "
+                                     f"early (best at step {best_step}).")
+                        break
+    finally:
+        prefetch.close()
 
     if step == 0 and best is None:
-        best = _validate(model, data, cfg, device, autocast, channels_last, threshold, classes, multiple)
+        best = _validate(averaged, data, cfg, device, autocast, channels_last, threshold, classes,
+                         multiple)
     if best is None or (not fine_tune and best_step == 0 and step > 0):
         # From scratch, stopped before the first validation: the current weights are all there is.
-        val = _validate(model, data, cfg, device, autocast, channels_last, threshold, classes, multiple)
-        best, best_step, best_state = dict(val), step, _state_copy(model)
+        val = _validate(averaged, data, cfg, device, autocast, channels_last, threshold, classes,
+                        multiple)
+        best, best_step, best_state = dict(val), step, _state_copy(averaged)
     model.load_state_dict(best_state)
     model.eval()
     request = control.preview
@@ -758,7 +832,7 @@ def train(
         # The last preview shows the weights the run returns (the best), not the last step's.
         yield _preview(model, settings, request, predict_opts, best_step)
     model = model.to("cpu").to(memory_format=torch.contiguous_format)
-    del opt
+    del opt, ema, averaged
     if teacher_bundle is not None:
         teacher_bundle.model.to("cpu")  # the copy predict() moved to the device
     empty_cache(device)
