@@ -6,17 +6,20 @@ object size, shape, density, clustering, blur, Poisson and Gaussian noise,
 uneven background, intensity and camera ranges, texture, dim and very bright
 objects. Everything is derived from ``--seed``; no real image is used.
 
-Each training sample is a random crop, randomly rescaled (robustness to object
-size), flipped/rotated, percentile-normalised exactly as the product does at
+Training runs the product's own loop, :func:`napari_segloop.core.training.train`
+(the one the CLI's ``segloop train`` and the Fine-tune dock run), in mode
+``dense`` from a new model: images percentile-normalised exactly as at
 inference (1 and 99.8 percentiles of the whole image to 0 and 1, clipped to
-``[-0.5, 1.5]``), with random gamma and contrast changes. The target is the
+``[-0.5, 1.5]``), patches rescaled by 0.6-1.6 (robustness to object size),
+rotated, flipped, with random gamma and contrast changes. The target is the
 foreground *minus a thin line where two objects touch*, so that connected
 components of the thresholded prediction separate touching nuclei.
 
-The checkpoint with the best Dice on a held-out synthetic validation set is
-saved as a float16 bundle with its provenance (script, seed, commit, history).
+The weights with the best Dice on separate synthetic validation images (pairs
+marked ``validation``) are saved as a float16 bundle with their provenance
+(script, seed, commit, history).
 
-Usage (about 20-25 minutes on one CPU core)::
+Usage (about 12-15 minutes on one CPU thread)::
 
     HF_HUB_OFFLINE=1 python scripts/train_default_model.py
 
@@ -28,7 +31,6 @@ Quick smoke run (a minute; writes to a temporary folder unless ``--out``)::
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import subprocess
@@ -42,7 +44,6 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from napari_segloop.core.bundle import Normalization
-from napari_segloop.core.inference.normalize import apply_stats, compute_stats
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -50,8 +51,6 @@ REPO = Path(__file__).resolve().parent.parent
 SCRIPT = "scripts/train_default_model.py"
 DEFAULT_OUT = REPO / "src" / "napari_segloop" / "models" / "default"
 NORM_LOW, NORM_HIGH, CLIP_MIN, CLIP_MAX = 1.0, 99.8, -0.5, 1.5
-#: The product's normalisation without the clip (augmentation comes first, then the clip).
-UNCLIPPED = Normalization(kind="percentile", low=NORM_LOW, high=NORM_HIGH, clip=False)
 
 
 def git_commit() -> str:
@@ -126,87 +125,6 @@ def make_dataset(
     return images, labels, params
 
 
-class Sampler:
-    """Random augmented training crops from a pool of synthetic images.
-
-    Parameters
-    ----------
-    images, labels : numpy.ndarray
-        The pool, ``(N, S, S)``.
-    crop : int
-        Output crop edge in pixels.
-    rng : numpy.random.Generator
-        Source of randomness.
-    zoom : (float, float)
-        Range of the random rescaling factor (sampled log-uniformly).
-    """
-
-    def __init__(
-        self,
-        images: np.ndarray,
-        labels: np.ndarray,
-        crop: int,
-        rng: np.random.Generator,
-        zoom: tuple[float, float] = (0.6, 1.6),
-    ) -> None:
-        self.images, self.labels, self.crop, self.rng, self.zoom = images, labels, crop, rng, zoom
-        # Statistics as the product computes them at inference (one per whole image).
-        self.stats = [compute_stats(im[None], UNCLIPPED) for im in images]
-
-    def sample(self) -> tuple[np.ndarray, np.ndarray]:
-        """Return one ``(image, target)`` crop pair, float32 ``(crop, crop)``."""
-        rng, crop = self.rng, self.crop
-        i = int(rng.integers(len(self.images)))
-        size = self.images.shape[-1]
-        z = float(np.exp(rng.uniform(np.log(self.zoom[0]), np.log(self.zoom[1]))))
-        region = int(min(size, max(16, round(crop / z))))
-        y = int(rng.integers(0, size - region + 1))
-        x = int(rng.integers(0, size - region + 1))
-        raw = self.images[i, y:y + region, x:x + region]
-        lab = self.labels[i, y:y + region, x:x + region]
-        # Normalised with the core's code; a quarter of the crops as if the crop were the image.
-        stats = compute_stats(raw[None], UNCLIPPED) if rng.random() < 0.25 else self.stats[i]
-        img = np.array(raw, dtype=np.float32)[None]
-        apply_stats(img, stats)
-        img = img[0]
-        if region != crop:
-            factor = crop / region
-            if factor < 1:  # anti-alias before shrinking
-                img = ndi.gaussian_filter(img, 0.5 / factor - 0.5 if factor < 0.9 else 0)
-            img = ndi.zoom(img, factor, order=1, grid_mode=True, mode="grid-mirror")
-            lab = ndi.zoom(lab, factor, order=0, grid_mode=True, mode="grid-mirror")
-            img, lab = _fit(img, crop), _fit(lab, crop)
-        target = target_mask(lab)
-        # Intensity augmentation on the normalised image.
-        if rng.random() < 0.5:
-            gamma = float(np.exp(rng.uniform(np.log(0.6), np.log(1.7))))
-            img = np.sign(img) * np.abs(img) ** gamma
-        if rng.random() < 0.5:
-            img = img * rng.uniform(0.8, 1.2) + rng.uniform(-0.1, 0.1)
-        img = np.clip(img, CLIP_MIN, CLIP_MAX)
-        k = int(rng.integers(4))
-        img, target = np.rot90(img, k), np.rot90(target, k)
-        if rng.random() < 0.5:
-            img, target = img[:, ::-1], target[:, ::-1]
-        return np.ascontiguousarray(img), np.ascontiguousarray(target)
-
-    def batch(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """Return ``n`` stacked samples as ``(n, 1, crop, crop)`` arrays."""
-        pairs = [self.sample() for _ in range(n)]
-        x = np.stack([p[0] for p in pairs])[:, None]
-        y = np.stack([p[1] for p in pairs])[:, None]
-        return x, y
-
-
-def _fit(a: np.ndarray, n: int) -> np.ndarray:
-    """Crop or edge-pad a 2-D array to ``(n, n)`` (zoom may be off by a pixel)."""
-    a = a[:n, :n]
-    ph, pw = n - a.shape[0], n - a.shape[1]
-    if ph or pw:
-        a = np.pad(a, ((0, ph), (0, pw)), mode="edge")
-    return a
-
-
 def evaluate(
     model: Any, images: np.ndarray, labels: np.ndarray, thresholds: list[float]
 ) -> dict[float, dict[str, float]]:
@@ -240,7 +158,7 @@ def evaluate(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Train and save the default model; returns the exit status."""
+    """Train and save the default model with the product's trainer; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=1600, help="optimiser steps")
@@ -249,13 +167,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-train", type=int, default=800, help="synthetic training images")
     parser.add_argument("--train-size", type=int, default=288, help="training image edge, px")
     parser.add_argument("--n-val", type=int, default=48, help="synthetic validation images")
+    parser.add_argument("--val-size", type=int, default=256, help="validation image edge, px")
     parser.add_argument("--val-every", type=int, default=100, help="validate every N steps")
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--encoder", default="tu-lcnet_075")
     parser.add_argument("--decoder-channels", default="64,32,24,16,8")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--max-minutes", type=float, default=None,
-                        help="stop early after this many minutes (keeps the best checkpoint)")
+                        help="stop early after this many minutes of training (keeps the best weights)")
     parser.add_argument("--out", default=None, help=f"bundle folder (default: {DEFAULT_OUT})")
     parser.add_argument("--quick", action="store_true", help="tiny smoke run")
     args = parser.parse_args(argv)
@@ -266,18 +185,12 @@ def main(argv: list[str] | None = None) -> int:
         Path(tempfile.mkdtemp(prefix="segloop-quick-")) / "default" if args.quick else DEFAULT_OUT
     )
 
-    import segmentation_models_pytorch as smp
     import torch
 
-    from napari_segloop.core.bundle import (
-        BundleSettings,
-        Normalization,
-        PostProcess,
-        create_model,
-        save_bundle,
-    )
+    from napari_segloop.core.bundle import BundleSettings, PostProcess, create_model, save_bundle
+    from napari_segloop.core.events import Notice, Validation, run_to_end
+    from napari_segloop.core.training import TrainConfig, TrainingPair, train
 
-    torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     t0 = time.perf_counter()
 
@@ -286,116 +199,89 @@ def main(argv: list[str] | None = None) -> int:
 
     log(f"generating {args.n_train} training and {args.n_val} validation images")
     train_x, train_y, _ = make_dataset(args.seed, 0, args.n_train, args.train_size)
-    val_x, val_y, _ = make_dataset(args.seed, 10_000_000, args.n_val, 256)
-    sampler = Sampler(train_x, train_y, args.crop, np.random.default_rng([args.seed, 1]))
+    val_x, val_y, _ = make_dataset(args.seed, 10_000_000, args.n_val, args.val_size)
+    # Dense labels: the target (foreground minus touching borders) is the foreground.
+    pairs = [TrainingPair(x, target_mask(y).astype(np.uint8), f"train {i}")
+             for i, (x, y) in enumerate(zip(train_x, train_y, strict=True))]
+    pairs += [TrainingPair(x, target_mask(y).astype(np.uint8), f"validation {i}", validation=True)
+              for i, (x, y) in enumerate(zip(val_x, val_y, strict=True))]
     log("data ready")
 
     decoder = tuple(int(c) for c in args.decoder_channels.split(","))
-    bundle = create_model("Unet", args.encoder, in_channels=1, classes=1,
-                          encoder_weights=None, decoder_channels=decoder)
-    model = bundle.model
-    model.train()
-    n_params = sum(p.numel() for p in model.parameters())
+    norm = Normalization(kind="percentile", low=NORM_LOW, high=NORM_HIGH, clip=True,
+                         clip_min=CLIP_MIN, clip_max=CLIP_MAX)
+    settings = BundleSettings(channel_names=["nuclei"], normalization=norm, object_size=20.0,
+                              tile_size=256, overlap=0.25, threshold=0.5,
+                              postprocess=PostProcess(min_size=15, fill_holes=True))
+    bundle = create_model("Unet", args.encoder, in_channels=1, classes=1, encoder_weights=None,
+                          settings=settings, decoder_channels=decoder)
+    n_params = sum(p.numel() for p in bundle.model.parameters())
     log(f"Unet {args.encoder} decoder {decoder}: {n_params / 1e6:.2f} M parameters")
 
-    dice_loss = smp.losses.DiceLoss(mode="binary", from_logits=True)
-    bce_loss = smp.losses.SoftBCEWithLogitsLoss()
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.1
+    blocks_per_image = -(-args.val_size // 64) ** 2
+    config = TrainConfig(
+        mode="dense", loss="bce+dice", max_steps=args.steps,
+        max_seconds=60 * args.max_minutes if args.max_minutes else None, lr=args.lr,
+        batch_size=args.batch, crop=args.crop, val_every=args.val_every, patience=0,
+        max_val_blocks=args.n_val * blocks_per_image, seed=args.seed, device="cpu",
+        threads=args.threads, zoom_range=(0.6, 1.6), gamma_range=(0.6, 1.7),
     )
 
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] = {"dice": -1.0}
-    best_state = copy.deepcopy(model.state_dict())
-    running: list[float] = []
-    stopped_early = False
-    for step in range(1, args.steps + 1):
-        x, y = sampler.batch(args.batch)
-        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-        logits = model(xt)
-        loss = bce_loss(logits, yt) + dice_loss(logits, yt)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        running.append(loss.item())
-        last = step == args.steps
-        out_of_time = args.max_minutes is not None and (
-            time.perf_counter() - t0 > 60 * args.max_minutes
-        )
-        if step % args.val_every == 0 or last or out_of_time:
-            metrics = evaluate(model, val_x, val_y, [0.5])[0.5]
-            entry = {
-                "step": step,
-                "train_loss": round(float(np.mean(running)), 4),
-                "val_dice": round(metrics["dice"], 4),
-                "val_object_f1": round(metrics["object_f1"], 4),
-                "lr": round(sched.get_last_lr()[0], 6),
-                "minutes": round((time.perf_counter() - t0) / 60, 2),
-            }
-            running = []
-            history.append(entry)
-            if metrics["dice"] > best["dice"]:
-                best = {"dice": metrics["dice"], "step": step}
-                best_state = copy.deepcopy(model.state_dict())
-            log(json.dumps(entry))
-        if out_of_time and not last:
-            log(f"stopping early after {args.max_minutes} minutes at step {step}")
-            stopped_early = True
-            break
+    def on(event: object) -> None:
+        if isinstance(event, Validation):
+            log(f"step {event.step}: validation loss {event.loss:.4f}, Dice {event.dice:.4f}"
+                + (" (best)" if event.best else ""))
+        elif isinstance(event, Notice):
+            log(f"{event.level}: {event.text}")
 
-    model.load_state_dict(best_state)
-    model.eval()
+    result = run_to_end(train(bundle, pairs, config), on)
+    model = result.bundle.model
+    training = result.bundle.settings.provenance["training"]
     thresholds = [0.3, 0.4, 0.5, 0.6, 0.7]
     sweep = evaluate(model, val_x, val_y, thresholds)
     # Threshold: best mean of validation Dice and object F1 (synthetic data only).
     threshold = max(thresholds, key=lambda t: sweep[t]["dice"] + sweep[t]["object_f1"])
-    log(f"best step {best['step']} (val Dice {best['dice']:.4f}); threshold sweep: "
+    log(f"best step {result.best_step} (val Dice {result.best['dice']:.4f}); threshold sweep: "
         + json.dumps({str(t): {k: round(v, 4) for k, v in m.items()} for t, m in sweep.items()}))
 
     minutes = (time.perf_counter() - t0) / 60
-    bundle.settings = BundleSettings(
-        channel_names=["nuclei"],
-        normalization=Normalization(kind="percentile", low=NORM_LOW, high=NORM_HIGH,
-                                    clip=True, clip_min=CLIP_MIN, clip_max=CLIP_MAX),
-        object_size=20.0,
-        tile_size=256,
-        overlap=0.25,
-        threshold=float(threshold),
-        postprocess=PostProcess(min_size=15, fill_holes=True),
-        provenance={
-            "script": SCRIPT,
-            "command": "python " + " ".join([SCRIPT, *(argv if argv is not None else sys.argv[1:])]),
-            "seed": args.seed,
-            "commit": git_commit(),
-            "uncommitted_sources": uncommitted_sources(),
-            "training_data": "synthetic only (napari_segloop.core.synthetic.make_nuclei "
-                             "with random_params); no real images",
-            "hyperparameters": {
-                "steps": args.steps, "batch": args.batch, "crop": args.crop,
-                "n_train": args.n_train, "train_size": args.train_size, "n_val": args.n_val,
-                "lr": args.lr, "encoder": args.encoder, "decoder_channels": list(decoder),
-                "loss": "BCE + Dice", "target": "foreground minus touching borders",
-                "threads": args.threads,
-            },
-            "best_step": best["step"],
-            "best_val_dice": round(best["dice"], 4),
-            "threshold_sweep": {str(t): {k: round(v, 4) for k, v in m.items()}
-                                for t, m in sweep.items()},
-            "stopped_early": stopped_early,
-            "training_minutes": round(minutes, 1),
-            "history": history,
-            "note": (
-                "Built-in default model: binary foreground of fluorescent nuclei-like objects "
-                "on a dark background, trained only on procedurally generated images. "
-                "Touching objects are separated by a thin gap, so connected components "
-                "give instances. Works best for objects about 10-40 px across; give the "
-                "object size for other scales. See docs/default_model.md."
-            ),
+    settings.threshold = float(threshold)
+    settings.provenance = {
+        "script": SCRIPT,
+        "command": "python " + " ".join([SCRIPT, *(argv if argv is not None else sys.argv[1:])]),
+        "seed": args.seed,
+        "commit": git_commit(),
+        "uncommitted_sources": uncommitted_sources(),
+        "training_data": "synthetic only (napari_segloop.core.synthetic.make_nuclei "
+                         "with random_params); no real images",
+        "trainer": "napari_segloop.core.training.train (the product's training loop)",
+        "hyperparameters": {
+            "steps": args.steps, "batch": args.batch, "crop": args.crop,
+            "n_train": args.n_train, "train_size": args.train_size, "n_val": args.n_val,
+            "val_size": args.val_size, "lr": args.lr, "encoder": args.encoder,
+            "decoder_channels": list(decoder), "loss": "BCE + Dice",
+            "target": "foreground minus touching borders", "threads": args.threads,
+            "zoom_range": list(config.zoom_range), "gamma_range": list(config.gamma_range),
         },
-    )
-    save_bundle(bundle, out, dtype="float16")
+        "best_step": result.best_step,
+        "best_val_dice": round(result.best["dice"], 4),
+        "threshold_sweep": {str(t): {k: round(v, 4) for k, v in m.items()}
+                            for t, m in sweep.items()},
+        "stop_reason": result.stop_reason,
+        "training_minutes": round(minutes, 1),
+        "training_seconds": training["seconds"],
+        "history": result.history,
+        "note": (
+            "Built-in default model: binary foreground of fluorescent nuclei-like objects "
+            "on a dark background, trained only on procedurally generated images. "
+            "Touching objects are separated by a thin gap, so connected components "
+            "give instances. Works best for objects about 10-40 px across; give the "
+            "object size for other scales. See docs/default_model.md."
+        ),
+    }
+    result.bundle.settings = settings
+    result.bundle.source = "default"
+    save_bundle(result.bundle, out, dtype="float16")
     size = sum(f.stat().st_size for f in Path(out).iterdir() if f.is_file())
     log(f"saved {out} ({size / 1e6:.2f} MB) after {minutes:.1f} min")
     return 0
