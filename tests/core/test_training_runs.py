@@ -91,6 +91,26 @@ def test_annotations_saved_on_their_own_are_replaced_atomically(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["run.labels"]
 
 
+def test_a_failed_swap_keeps_the_previously_saved_annotations(tmp_path, monkeypatch):
+    lab = np.zeros((8, 8), np.uint8)
+    lab[2, 2] = 1
+    folder = save_annotations(tmp_path / "run.labels", ["a"], [lab], "scribbles")
+    real_replace, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:  # the new folder moving into place
+            raise OSError(5, "Input/output error")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(ModelLoadError, match="Input/output error"):
+        save_annotations(folder, ["a"], [np.full((8, 8), 2, np.uint8)], "scribbles")
+    monkeypatch.undo()
+    np.testing.assert_array_equal(read_annotations(folder)[1][0].labels, lab)
+    assert [p.name for p in tmp_path.iterdir()] == ["run.labels"]
+
+
 def test_big_images_are_not_stored_but_their_labels_are(tmp_path, monkeypatch):
     monkeypatch.setattr(runs, "MAX_STORED_IMAGES", 10)
     lab = np.ones((8, 8), np.uint8)

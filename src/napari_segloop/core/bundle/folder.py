@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -43,7 +42,7 @@ from napari_segloop.core.bundle.weights import (
     read_safetensors_header,
 )
 from napari_segloop.core.errors import BundleExistsError, ModelLoadError
-from napari_segloop.core.io.atomic import atomic_path, remove_stale_temps, temp_folder_paths
+from napari_segloop.core.io.atomic import atomic_folder, atomic_path
 from napari_segloop.core.masks import PostProcess
 from napari_segloop.core.models.registry import build_model, create_model, write_model_files
 from napari_segloop.core.text import printable
@@ -130,41 +129,27 @@ def save_bundle(
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ModelLoadError(f"Could not save the model to {folder}: {exc.strerror or exc}") from exc
-    # A save that was killed (no cleanup runs) left hidden folders of our naming: remove them.
-    remove_stale_temps(folder, folders=True)
-    tmp, old = temp_folder_paths(folder)
     settings = copy.deepcopy(bundle.settings)
     prov = _provenance_defaults()
     prov.update({k: v for k, v in settings.provenance.items() if k not in ("saved_at",)})
     prov["weights_dtype"] = dtype
     settings.provenance = prov
     try:
-        model = bundle.model
-        if dtype == "float16":
-            model = copy.deepcopy(model).to(dtype=torch.float16)
-        write_model_files(model, tmp)
-        with open(tmp / SETTINGS_FILE, "w", encoding="utf-8") as fh:
-            json.dump(settings.to_json(), fh, indent=2)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if extra is not None:
-            extra(tmp)
-        if folder.exists():
-            os.replace(folder, old)
-            try:
-                os.replace(tmp, folder)
-            except OSError:
-                os.replace(old, folder)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, folder)
+        # A save that was killed left hidden folders of our naming: atomic_folder removes them.
+        with atomic_folder(folder) as tmp:
+            model = bundle.model
+            if dtype == "float16":
+                model = copy.deepcopy(model).to(dtype=torch.float16)
+            write_model_files(model, tmp)
+            with open(tmp / SETTINGS_FILE, "w", encoding="utf-8") as fh:
+                json.dump(settings.to_json(), fh, indent=2)
+                fh.flush()
+                os.fsync(fh.fileno())
+            if extra is not None:
+                extra(tmp)
     except (OSError, SafetensorError) as exc:  # safetensors reports a full disk as SafetensorError
         reason = getattr(exc, "strerror", None) or str(exc)
         raise ModelLoadError(f"Could not save the model to {folder}: {reason}") from exc
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     bundle.settings.provenance = prov
     return folder
 

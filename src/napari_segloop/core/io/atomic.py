@@ -74,7 +74,7 @@ def temp_file_path(path: str | os.PathLike) -> Path:
 def temp_folder_paths(folder: str | os.PathLike) -> tuple[Path, Path]:
     """Fresh sibling names for swapping a folder in: ``.{name}.tmp-{pid}-{hex8}`` and ``.old-``.
 
-    Used by :func:`napari_segloop.core.bundle.save_bundle`; :func:`remove_stale_temps`
+    Used by :func:`atomic_folder` (bundles, stored labels); :func:`remove_stale_temps`
     with ``folders=True`` recognises them (and the older names without a pid).
     """
     final = Path(folder)
@@ -250,3 +250,33 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_folder(folder: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder next to ``folder``; on success it replaces ``folder``.
+
+    Stale temporaries of earlier killed writes are removed first. The caller
+    fills the yielded folder (it does not exist yet). An existing ``folder`` is
+    moved aside, the new one moved in, and the old one deleted; if moving the
+    new one in fails, the old one is put back. On any exception the temporary
+    folder is removed and the exception propagates.
+    """
+    final = Path(folder)
+    remove_stale_temps(final, folders=True)
+    tmp, old = temp_folder_paths(final)
+    try:
+        yield tmp
+        if final.exists():
+            os.replace(final, old)
+            try:
+                os.replace(tmp, final)
+            except OSError:
+                os.replace(old, final)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -31,7 +31,7 @@ import numpy as np
 from napari_segloop.core.bundle.folder import save_bundle
 from napari_segloop.core.bundle.jsonfile import check_regular_file, read_json_object
 from napari_segloop.core.errors import InputError, ModelLoadError
-from napari_segloop.core.io.atomic import remove_stale_temps, temp_folder_paths
+from napari_segloop.core.io.atomic import atomic_folder
 from napari_segloop.core.io.limits import max_image_bytes
 from napari_segloop.core.text import printable
 from napari_segloop.core.training.annotations import MODES
@@ -138,19 +138,8 @@ def save_annotations(
     folder = Path(folder)
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temps(folder, folders=True)
-        tmp, old = temp_folder_paths(folder)
-        try:
+        with atomic_folder(folder) as tmp:
             write_annotations(tmp, names, labels, mode, images, rgb)
-            if folder.exists():
-                os.replace(folder, old)
-                os.replace(tmp, folder)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, folder)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
     except OSError as exc:
         raise ModelLoadError(f"Could not save the labels to {folder}: {exc.strerror or exc}") from exc
     return folder
