@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Generator, Iterable
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +44,16 @@ from napari_segloop.core.models.registry import probabilities
 
 MIN_TILE = 64
 _FLOAT32_SAFE = 1e30
+
+#: What the tiler blends for each batch of tiles: ``head(model, batch)`` returns a
+#: ``(B, K, h, w)`` tensor of values in ``[0, 1]`` (K channels blended alike). The plain
+#: prediction blends the probability; uncertainty heads blend several passes' statistics.
+TileHead = Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]
+
+
+def probability_head(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    """The plain prediction: the registry's probabilities of one forward pass, ``(B, 1, h, w)``."""
+    return probabilities(model(batch))[:, :1]
 
 
 @dataclass
@@ -186,11 +196,13 @@ def _forward_plane(
     overlap: float,
     amp: bool,
     progress: list[int],
+    head: TileHead = probability_head,
 ) -> Generator[Progress, None, None]:
-    """Predict one ``(C, H, W)`` plane into ``out`` (``(H, W)``, overwritten).
+    """Predict one ``(C, H, W)`` plane into ``out`` (``(K, H, W)``, overwritten).
 
     ``source`` holds raw values normalised tile by tile with ``stats``, or
-    values already normalised when ``stats`` is None.
+    values already normalised when ``stats`` is None. ``head`` turns a batch
+    of tiles into the K channels that are blended into ``out``.
     """
     grid = TileGrid.build(source.shape[1], source.shape[2], plan.tile, overlap, plan.multiple)
     wy, wx = grid.windows()
@@ -218,26 +230,25 @@ def _forward_plane(
             if stats is not None:
                 apply_stats(buf[k], stats)
         batch = torch.from_numpy(buf[: len(chunk)]).to(device)
-        with torch.inference_mode(), torch.autocast(
-            device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None
-        ):
-            logits = model(batch)
-        # The registry's head: sigmoid for one output channel, softmax for several.
-        probs = probabilities(logits)[:, 0, :vh, :vw]
-        if not bool(torch.isfinite(probs).all()):
-            raise SegloopError(
-                "The model produced NaN/Inf outputs; its weights may be corrupt."
-            )
-        probs.mul_(window)
-        host = probs.cpu().numpy()
+        with torch.inference_mode():
+            with torch.autocast(
+                device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None
+            ):
+                values = head(model, batch)
+            probs = values.float()[:, :, :vh, :vw]
+            if not bool(torch.isfinite(probs).all()):
+                raise SegloopError(
+                    "The model produced NaN/Inf outputs; its weights may be corrupt."
+                )
+            host = (probs * window).cpu().numpy()
         for k, (y, x) in enumerate(chunk):
-            out[y:y + vh, x:x + vw] += host[k]
+            out[:, y:y + vh, x:x + vw] += host[k]
         progress[0] += len(chunk)
         yield Progress(progress[0], progress[1])
     sum_y, sum_x = grid.weight_sums()
-    rows = max(1, 1_048_576 // max(1, out.shape[1]))
-    for r in range(0, out.shape[0], rows):
-        out[r:r + rows] /= np.outer(sum_y[r:r + rows], sum_x)
+    rows = max(1, 1_048_576 // max(1, out.shape[2]))
+    for r in range(0, out.shape[1], rows):
+        out[:, r:r + rows] /= np.outer(sum_y[r:r + rows], sum_x)
     np.clip(out, 0.0, 1.0, out=out)
 
 
@@ -283,6 +294,38 @@ def predict(
             f"This model has {bundle.classes} output classes; only binary models (one output "
             "channel) can predict for now."
         )
+    out = yield from predict_channels(bundle, image, options, slice_index)
+    return out[0]
+
+
+def predict_channels(
+    bundle: ModelBundle,
+    image: Any,
+    options: PredictOptions | None = None,
+    slice_index: tuple[int, ...] | None = None,
+    head: TileHead = probability_head,
+    channels: int = 1,
+) -> Generator[Event, None, np.ndarray]:
+    """:func:`predict` with another :data:`TileHead`: K blended channels per pixel.
+
+    The one tiler of the product: uncertainty maps (several passes per tile)
+    run through here, with the same normalisation, resizing, blending,
+    progress, cancellation and out-of-memory fallbacks as a prediction.
+
+    Parameters
+    ----------
+    bundle, image, options, slice_index
+        As for :func:`predict`.
+    head : TileHead
+        Turns a batch of normalised tiles into ``channels`` values in ``[0, 1]``.
+    channels : int
+        Number of channels ``head`` returns.
+
+    Returns
+    -------
+    np.ndarray
+        float32, ``(channels, *shape)`` where ``shape`` is what :func:`predict` returns.
+    """
     opts = (options or PredictOptions()).resolved(bundle)
     prepared = prepare_input(
         image, bundle.in_channels, opts.channel_axis, opts.rgb, opts.convert, opts.channel
@@ -298,11 +341,11 @@ def predict(
                 f"Slice {index} does not exist in a stack of shape {prepared.stack_shape}."
             )
         indices: Iterable[tuple[int, ...]] = [index]
-        out = np.empty(prepared.spatial_shape, dtype=np.float32)
+        out = np.empty((channels, *prepared.spatial_shape), dtype=np.float32)
         n_slices = 1
     else:
         indices = itertools.product(*(range(n) for n in prepared.stack_shape))
-        out = np.empty(prepared.output_shape, dtype=np.float32)
+        out = np.empty((channels, *prepared.output_shape), dtype=np.float32)
         n_slices = prepared.n_slices
 
     choice = resolve_device(opts.device)
@@ -339,14 +382,15 @@ def predict(
             source_stats = None
         else:
             source, source_stats = raw, stats
-        target = out if slice_index is not None or not index else out[index]
-        plane = target if factor == 1 else np.empty((sh, sw), dtype=np.float32)
+        target = out if slice_index is not None or not index else out[(slice(None), *index)]
+        plane = target if factor == 1 else np.empty((channels, sh, sw), dtype=np.float32)
         slice_start = progress[0]
         while True:
             try:
                 model.to(plan.device)
                 yield from _forward_plane(
-                    model, source, source_stats, plane, plan, float(opts.overlap), opts.amp, progress
+                    model, source, source_stats, plane, plan, float(opts.overlap), opts.amp, progress,
+                    head,
                 )
                 break
             except Exception as exc:
@@ -368,7 +412,7 @@ def predict(
                 )
                 yield Progress(progress[0], progress[1], "retrying")
         if factor != 1:
-            target[...] = _resize_chw(plane[None], (h, w))[0]
+            target[...] = _resize_chw(plane, (h, w))
             np.clip(target, 0.0, 1.0, out=target)
         del source
     return out
