@@ -74,6 +74,7 @@ def test_panel_and_the_single_docks_are_contributed(manifest):
         "Threshold": "napari_segloop.widgets.threshold_dock:ThresholdDock",
         "Confusion": "napari_segloop.widgets.confusion_dock:ConfusionDock",
         "Fine-tune": "napari_segloop.widgets.finetune_dock:FinetuneDock",
+        "Uncertainty": "napari_segloop.widgets.uncertainty_dock:UncertaintyDock",
     }
     from napari_segloop.widgets.panel import DOCKS
 

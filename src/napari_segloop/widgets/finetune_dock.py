@@ -89,6 +89,22 @@ def scribble_colormap() -> Any:
     return DirectLabelColormap(color_dict=SCRIBBLE_COLORS)
 
 
+def add_scribble_layer(viewer: Any, image: Any, model_channels: int) -> Any:
+    """Add an empty scribble layer of ``image``'s shape, in paint mode with label 1 (object)."""
+    lay = layout(image, model_channels)
+    layer = viewer.add_labels(
+        np.zeros(lay.output_shape, np.uint8), name=f"{image.name} scribbles",
+        scale=lay.scale, translate=lay.translate, opacity=0.8,
+        colormap=scribble_colormap(),
+        features={"class": ["not annotated", "object", "background"]},
+        metadata={METADATA_KEY: {"role": SCRIBBLE_ROLE, "image": image.name}},
+    )
+    layer.mode = "paint"
+    layer.selected_label = 1
+    layer.brush_size = 6
+    return layer
+
+
 class FinetuneDock(QWidget):
     """Fine-tune the session's model on painted labels, in the background.
 
@@ -295,17 +311,7 @@ class FinetuneDock(QWidget):
         if image is None:
             show_error("Open or choose an image first.")
             return None
-        lay = layout(image, self._model_channels())
-        layer = self.viewer.add_labels(
-            np.zeros(lay.output_shape, np.uint8), name=f"{image.name} scribbles",
-            scale=lay.scale, translate=lay.translate, opacity=0.8,
-            colormap=scribble_colormap(),
-            features={"class": ["not annotated", "object", "background"]},
-            metadata={METADATA_KEY: {"role": SCRIBBLE_ROLE, "image": image.name}},
-        )
-        layer.mode = "paint"
-        layer.selected_label = 1
-        layer.brush_size = 6
+        layer = add_scribble_layer(self.viewer, image, self._model_channels())
         self.labels_combo.set_layer(layer)
         self._set_mode("scribbles")
         self.status.setText("Paint objects with label 1 (yellow) and background with label 2 "

@@ -39,6 +39,7 @@ DOCKS: dict[str, tuple[str, str]] = {
     "Threshold": ("napari_segloop.widgets.threshold_dock", "ThresholdDock"),
     "Confusion": ("napari_segloop.widgets.confusion_dock", "ConfusionDock"),
     "Fine-tune": ("napari_segloop.widgets.finetune_dock", "FinetuneDock"),
+    "Uncertainty": ("napari_segloop.widgets.uncertainty_dock", "UncertaintyDock"),
 }
 
 #: The sections in workflow order: (title, opened by default).
@@ -48,6 +49,7 @@ SECTIONS: tuple[tuple[str, bool], ...] = (
     ("Threshold", True),
     ("Confusion", False),
     ("Fine-tune", False),
+    ("Uncertainty", False),
 )
 
 #: The panel's minimum height (pixels): a section header or two; the rest scrolls.
@@ -318,3 +320,8 @@ class SegloopPanel(QWidget):
     def finetune_dock(self) -> Any:
         """The :class:`~napari_segloop.widgets.finetune_dock.FinetuneDock` (made on first access)."""
         return self.sections["Fine-tune"].widget()
+
+    @property
+    def uncertainty_dock(self) -> Any:
+        """The :class:`~napari_segloop.widgets.uncertainty_dock.UncertaintyDock` (made on first access)."""
+        return self.sections["Uncertainty"].widget()
