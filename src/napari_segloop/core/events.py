@@ -36,6 +36,7 @@ __all__ = [
     "Snapshot",
     "TrainStep",
     "Validation",
+    "relay",
     "run_to_end",
 ]
 
@@ -197,3 +198,29 @@ def run_to_end(
             return stop.value
         if on_event is not None:
             on_event(event)
+
+
+def relay(
+    gen: Generator[Any, None, T],
+    change: Callable[[Any], Any | None],
+) -> Generator[Any, None, T]:
+    """Run ``gen`` inside another job, passing on ``change(event)`` for each event (None drops it).
+
+    Closing the outer generator (a cancelled worker) closes ``gen`` at once.
+
+    Returns
+    -------
+    object
+        What ``gen`` returned.
+    """
+    try:
+        event = next(gen)
+        while True:
+            changed = change(event)
+            if changed is not None:
+                yield changed
+            event = next(gen)
+    except StopIteration as stop:
+        return stop.value
+    finally:
+        gen.close()

@@ -100,3 +100,20 @@ def notify(notice: Notice) -> None:
 
     show = {"warning": show_warning, "error": show_error}.get(notice.level, show_info)
     show(notice.text)
+
+
+def read_and_load(bundle: Any, data: Any) -> Generator[Any, None, tuple[Any, Any]]:
+    """In a worker: read lazy layer data (dask, zarr), and load the default model when ``bundle`` is None.
+
+    Yields progress and a :class:`ModelReady` for the session; returns ``(bundle, data)``.
+    """
+    from napari_segloop.core import bundle as core_bundle
+    from napari_segloop.widgets.layer_io import materialize
+
+    yield Progress(0, 0, "reading the image")
+    data = materialize(data)
+    if bundle is None:
+        yield Progress(0, 0, "loading the default model")
+        bundle = core_bundle.load_model("default")
+        yield ModelReady(bundle)
+    return bundle, data

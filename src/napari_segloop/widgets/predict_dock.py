@@ -39,7 +39,14 @@ from napari_segloop.core.inference.normalize import CONVERSIONS as CORE_CONVERSI
 from napari_segloop.core.inference.predict import PredictOptions, predict
 from napari_segloop.core.inference.threads import apply_threads, available_cores, resolve_threads
 from napari_segloop.widgets import layer_io
-from napari_segloop.widgets.jobs import JobFailed, ModelReady, create_job_worker, notify, show_progress
+from napari_segloop.widgets.jobs import (
+    JobFailed,
+    ModelReady,
+    create_job_worker,
+    notify,
+    read_and_load,
+    show_progress,
+)
 from napari_segloop.widgets.pickers import LayerChoice, is_user_image
 from napari_segloop.widgets.session import session_for, unwrap
 from napari_segloop.widgets.settings import MODEL_DEFAULT, UserSettings
@@ -58,12 +65,7 @@ def predict_job(
     policy (``threads``) happen here, never on napari's GUI thread.
     """
     apply_threads(threads)
-    yield Progress(0, 0, "reading the image")
-    data = layer_io.materialize(data)
-    if bundle is None:
-        yield Progress(0, 0, "loading the default model")
-        bundle = core_bundle.load_model("default")
-        yield ModelReady(bundle)
+    bundle, data = yield from read_and_load(bundle, data)
     return (yield from predict(bundle, data, options))
 
 

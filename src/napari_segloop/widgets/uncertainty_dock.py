@@ -43,7 +43,14 @@ from napari_segloop.core.errors import SegloopError
 from napari_segloop.core.events import Notice, Progress
 from napari_segloop.widgets import layer_io
 from napari_segloop.widgets.finetune_dock import SCRIBBLE_ROLE, add_scribble_layer
-from napari_segloop.widgets.jobs import JobFailed, ModelReady, create_job_worker, notify, show_progress
+from napari_segloop.widgets.jobs import (
+    JobFailed,
+    ModelReady,
+    create_job_worker,
+    notify,
+    read_and_load,
+    show_progress,
+)
 from napari_segloop.widgets.outputs import _add_keeping_selection, ensure_image, find_output, role_of
 from napari_segloop.widgets.pickers import LayerChoice, is_labels, is_user_image
 from napari_segloop.widgets.session import METADATA_KEY, session_for, unwrap
@@ -59,15 +66,9 @@ REGION_COLOUR, CURRENT_COLOUR = "#E69F00", "#FFFFFF"
 def uncertainty_job(bundle: Any, data: Any, options: Any, method: str, side: int, labels: Any,
                     mode: str, slice_index: tuple[int, ...] | None) -> Generator[Any, None, Any]:
     """The worker's generator: read the image, load the default model if needed, compute and rank."""
-    from napari_segloop.core import bundle as core_bundle
     from napari_segloop.core.active import rank_regions, uncertainty
 
-    yield Progress(0, 0, "reading the image")
-    data = layer_io.materialize(data)
-    if bundle is None:
-        yield Progress(0, 0, "loading the default model")
-        bundle = core_bundle.load_model("default")
-        yield ModelReady(bundle)
+    bundle, data = yield from read_and_load(bundle, data)
     result = yield from uncertainty(bundle, data, options, method)
     if labels is not None:
         labels = np.asarray(labels if slice_index is None else labels[slice_index])

@@ -40,7 +40,7 @@ from napari_segloop.core.active.regions import Region, rank_regions
 from napari_segloop.core.active.uncertainty import METHODS, uncertainty
 from napari_segloop.core.bundle.model import ModelBundle
 from napari_segloop.core.errors import InputError
-from napari_segloop.core.events import Event, Notice, Progress
+from napari_segloop.core.events import Event, Notice, Progress, relay
 from napari_segloop.core.inference.predict import PredictOptions
 from napari_segloop.core.training.annotations import BACKGROUND, FOREGROUND
 from napari_segloop.core.training.data import TrainingPair
@@ -249,17 +249,14 @@ def _score(bundle: ModelBundle, items: list[_Image], chosen: list[Region], confi
 
 def _warnings_only(gen: Generator[Event, None, Any], notes: set[str]) -> Generator[Event, None, Any]:
     """Run a core generator, forwarding only its warnings, each once (the simulation reports rounds)."""
-    try:
-        event = next(gen)
-        while True:
-            if isinstance(event, Notice) and event.level != "info" and event.text not in notes:
-                notes.add(event.text)
-                yield event
-            event = next(gen)
-    except StopIteration as stop:
-        return stop.value
-    finally:
-        gen.close()
+
+    def warning_once(event: Event) -> Event | None:
+        if isinstance(event, Notice) and event.level != "info" and event.text not in notes:
+            notes.add(event.text)
+            return event
+        return None
+
+    return (yield from relay(gen, warning_once))
 
 
 def _choose(strategy: str, items: list[_Image], chosen: list[Region], maps: dict[str, np.ndarray],
