@@ -72,8 +72,9 @@ def fit_to_screen(size: tuple[int, int] = WINDOW_SIZE) -> tuple[int, int]:
 
 
 def _camera(viewer: Any) -> Any:
-    scene = getattr(viewer, "scene", None)  # napari >= 0.9 moved the camera to viewer.scene
-    return scene.camera if scene is not None else viewer.camera
+    from napari_segloop.widgets.session import camera_of  # widgets import napari: only when drawing
+
+    return camera_of(viewer)
 
 
 def _canvas_size(viewer: Any) -> tuple[int, ...]:

@@ -74,9 +74,9 @@ def test_next_region_moves_the_camera_and_opens_the_paint_tool(setup, qtbot):
     first = dock.next_region()
     assert first is dock.queue.regions[0]
     cy, cx = first.centre
-    from napari_segloop.widgets.uncertainty_dock import _camera
+    from napari_segloop.widgets.session import camera_of
 
-    np.testing.assert_allclose(_camera(viewer).center[-2:], (10 + 2 * cy, -4 + 2 * cx), atol=1e-6)
+    np.testing.assert_allclose(camera_of(viewer).center[-2:], (10 + 2 * cy, -4 + 2 * cx), atol=1e-6)
     scribbles = viewer.layers.selection.active
     assert scribbles.name == "cells scribbles" and scribbles.mode == "paint"
     assert scribbles.data.shape == img.shape and not scribbles.data.any()

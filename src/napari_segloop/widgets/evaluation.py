@@ -26,7 +26,7 @@ from napari_segloop.core.evaluation.planes import select_planes
 from napari_segloop.widgets.eval_state import REGION_ALL, REGION_VIEW
 from napari_segloop.widgets.jobs import JobFailed, guarded
 from napari_segloop.widgets.layer_io import layer_array, shape_probe
-from napari_segloop.widgets.session import Session, unwrap
+from napari_segloop.widgets.session import Session, camera_of, unwrap
 
 #: Slider positions over [0, 1]: the thresholds of :class:`ThresholdCurve`'s steps (O(1) metrics).
 SLIDER_STEPS = DEFAULT_STEPS
@@ -517,10 +517,7 @@ def notify_once(status: Any, reported: set[str], message: str, level: str = "err
 
 def camera_events(viewer: Any) -> Any:
     """The viewer camera's events (``viewer.scene.camera`` in napari >= 0.9, ``viewer.camera`` before)."""
-    viewer = unwrap(viewer)
-    scene = getattr(viewer, "scene", None)
-    camera = scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
-    return camera.events
+    return camera_of(viewer).events
 
 
 def slice_index(layer: Any, viewer: Any) -> tuple[int, ...] | None:

@@ -55,6 +55,13 @@ def unwrap(obj: Any) -> Any:
         obj = inner
 
 
+def camera_of(viewer: Any) -> Any:
+    """The viewer's camera: ``viewer.scene.camera`` in napari >= 0.9, ``viewer.camera`` before."""
+    viewer = unwrap(viewer)
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
+
+
 @dataclass(frozen=True)
 class MaskSettings:
     """How the mask on screen was made: ``probability > threshold``, then ``postprocess``."""

@@ -53,7 +53,7 @@ from napari_segloop.widgets.jobs import (
 )
 from napari_segloop.widgets.outputs import _add_keeping_selection, ensure_image, find_output, role_of
 from napari_segloop.widgets.pickers import LayerChoice, is_labels, is_user_image
-from napari_segloop.widgets.session import METADATA_KEY, session_for, unwrap
+from napari_segloop.widgets.session import METADATA_KEY, camera_of, session_for, unwrap
 
 UNCERTAINTY_ROLE, REGIONS_ROLE = "uncertainty", "regions"
 METHOD_LABELS = {"entropy": "entropy (1 pass)", "tta": "flips and rotations (4 passes)",
@@ -74,13 +74,8 @@ def uncertainty_job(bundle: Any, data: Any, options: Any, method: str, side: int
         labels = np.asarray(labels if slice_index is None else labels[slice_index])
     yield Progress(0, 0, "ranking the regions")
     regions = rank_regions(result.uncertainty, side, labels, mode)
-    return result, regions
-
-
-def _camera(viewer: Any) -> Any:
-    """The viewer's camera (``viewer.scene.camera`` since napari 0.9, ``viewer.camera`` before)."""
-    scene = getattr(viewer, "scene", None)
-    return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
+    # The display range is found here, not on napari's thread (a whole pass over the map).
+    return result, regions, max(1e-3, float(result.uncertainty.max()))
 
 
 class UncertaintyDock(QWidget):
@@ -279,7 +274,7 @@ class UncertaintyDock(QWidget):
         if image is None or image not in self.viewer.layers:
             show_info(f"The image layer {run['name']!r} was removed; the uncertainty was dropped.")
             return
-        umap, regions = result
+        umap, regions, top_value = result
         inp = run["inp"]
         lay = inp.layout
         data = umap.uncertainty
@@ -288,7 +283,7 @@ class UncertaintyDock(QWidget):
             full[inp.slice_index] = data
             data = full
         layer = ensure_image(self.viewer, UNCERTAINTY_ROLE, image.name, data, image,
-                             colormap="magma", contrast_limits=(0.0, max(1e-3, float(data.max()))),
+                             colormap="magma", contrast_limits=(0.0, top_value),
                              opacity=0.55)
         layer.metadata[METADATA_KEY]["description"] = umap.description
         layer.scale, layer.translate = lay.scale, lay.translate
@@ -407,7 +402,7 @@ class UncertaintyDock(QWidget):
             # reset_view fits the whole scene into the canvas (public API; no canvas size needed):
             # from that zoom, one region fills about 60% of the view.
             self.viewer.reset_view()
-            camera = _camera(self.viewer)
+            camera = camera_of(self.viewer)
             y0, x0, y1, x1 = region.bbox
             extent = max((y1 - y0) * abs(scale[-2]), (x1 - x0) * abs(scale[-1]), 1e-6)
             world_extent = np.asarray(self.viewer.layers.extent.world, float)
