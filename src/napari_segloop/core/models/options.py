@@ -113,6 +113,8 @@ def _weights(key: str, value: Any) -> None:
 def _encoder(key: str, value: Any) -> str:
     if not isinstance(value, str):
         raise _Bad("must be an encoder name")
+    if value == "plain":  # segloop's own U-Net encoder (smp architectures refuse it when built)
+        return value
     return check_encoder_name(value)
 
 
@@ -176,6 +178,13 @@ OPTIONS: dict[str, Check] = {
     "psp_out_channels": _int(1, MAX_WIDTH),
     "psp_use_batchnorm": _choice(True, False, "inplace"),
     "psp_dropout": _float(0.0, 1.0),
+    # segloop's own networks (ClassicUNet, AttentionUNet, UNet3Plus)
+    "base_channels": _int(1, 128),
+    "cat_channels": _int(1, 512),
+    "batch_norm": _choice(True, False),
+    "dropout": _float(0.0, 1.0),
+    "attention": _choice(True, False),
+    "deep_supervision": _choice(True, False),
 }
 
 

@@ -71,6 +71,12 @@ class ModelSpec:
         The module class (to recognise a model's architecture).
     description : str
         One line for menus and ``segloop info``.
+    default_encoder : str
+        The encoder a new model gets when none is named (``"plain"`` for
+        networks with their own encoder).
+    encoders : tuple of str
+        Encoders to suggest in menus (any smp encoder is accepted where
+        ``"plain"`` is not the only one).
     """
 
     name: str
@@ -78,6 +84,8 @@ class ModelSpec:
     build: Callable[..., Any]
     cls: type
     description: str = ""
+    default_encoder: str = "resnet34"
+    encoders: tuple[str, ...] = ()
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -106,11 +114,35 @@ def _register_smp() -> None:
     for name in SMP_ARCHITECTURES:
         cls = getattr(smp, name, None)
         if isinstance(cls, type):
-            register(ModelSpec(name, "smp", cls, cls, f"{name} (segmentation-models-pytorch)"))
+            encoders = (("tu-xception65", "tu-xception41", "resnet101", "resnet50", "resnet34")
+                        if name == "DeepLabV3Plus" else
+                        ("resnet34", "resnet18", "resnet50", "vgg16", "vgg19", "efficientnet-b0",
+                         "tu-lcnet_050"))
+            register(ModelSpec(name, "smp", cls, cls, f"{name} (segmentation-models-pytorch)",
+                               encoders[0], encoders))
+
+
+def _register_own() -> None:
+    if any(s.family == "segloop" for s in _REGISTRY.values()):
+        return
+    from napari_segloop.core.models.unet3plus import UNet3Plus
+    from napari_segloop.core.models.unets import AttentionUNet, ClassicUNet
+
+    register(ModelSpec("ClassicUNet", "segloop", ClassicUNet, ClassicUNet,
+                       "the classic U-Net (Ronneberger 2015): 4 poolings, base width 64, no "
+                       "pre-trained encoder", "plain", ("plain",)))
+    register(ModelSpec("AttentionUNet", "segloop", AttentionUNet, AttentionUNet,
+                       "U-Net with attention gates on the skips (Oktay 2018), plain or VGG encoder",
+                       "plain", ("plain", "vgg16", "vgg19", "vgg16_bn", "resnet34", "resnet50")))
+    register(ModelSpec("UNet3Plus", "segloop", UNet3Plus, UNet3Plus,
+                       "UNet 3+ with full-scale skips (Huang 2020); attention=True gives the "
+                       "Attention VGG-UNet3+", "vgg16", ("vgg16", "vgg19", "vgg16_bn", "plain",
+                                                        "resnet34")))
 
 
 def _specs() -> dict[str, ModelSpec]:
     _register_smp()
+    _register_own()
     return _REGISTRY
 
 
@@ -279,7 +311,7 @@ def _build_offline(build, encoder, weights, in_channels, classes, model_kwargs):
 
 def create_model(
     architecture: str = "Unet",
-    encoder: str = "resnet18",
+    encoder: str | None = "resnet18",
     in_channels: int = 1,
     classes: int = 1,
     encoder_weights: str | None = None,
@@ -292,8 +324,10 @@ def create_model(
     ----------
     architecture : str
         Registry name (``Unet``, ``UnetPlusPlus``, ``FPN``, ``DeepLabV3Plus``, ...).
-    encoder : str
-        smp encoder name (``resnet18``, ``vgg16``, ``tu-lcnet_050``, ...).
+    encoder : str or None
+        smp encoder name (``resnet18``, ``vgg16``, ``tu-lcnet_050``, ...), or
+        ``"plain"`` for segloop's own plain U-Net encoder; None: the
+        architecture's default (:attr:`ModelSpec.default_encoder`).
     in_channels, classes : int
         Input and output channels.
     encoder_weights : {None, "none", "imagenet"}
@@ -318,17 +352,19 @@ def create_model(
         raise ModelLoadError("Only binary models (classes=1) are supported for now.")
     weights = None if encoder_weights in (None, "", "none", "None") else str(encoder_weights)
     spec = get_spec(architecture)
-    if spec.family == "smp":
-        from napari_segloop.core.models.options import check_config, check_encoder_name
+    if encoder in (None, ""):
+        encoder = spec.default_encoder
+    from napari_segloop.core.models.options import check_config, check_encoder_name
 
-        try:
+    try:
+        if encoder != "plain":
             check_encoder_name(str(encoder))
-            # What is saved must load again: the same allow-list as bundles.
-            check_config(spec.name, {"in_channels": in_channels, "classes": classes, **model_kwargs},
-                         allowed_options(spec))
-        except ModelLoadError as exc:
-            text = str(exc)
-            raise ModelLoadError(text[0].upper() + text[1:] + ".") from None
+        # What is saved must load again: the same allow-list as bundles.
+        check_config(spec.name, {"in_channels": in_channels, "classes": classes, **model_kwargs},
+                     allowed_options(spec))
+    except ModelLoadError as exc:
+        text = str(exc)
+        raise ModelLoadError(text[0].upper() + text[1:] + ".") from None
     if weights is not None and not _network_reachable():
         # The weights may already be in the local cache: try offline first.
         try:

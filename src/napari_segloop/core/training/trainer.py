@@ -67,6 +67,7 @@ from napari_segloop.core.events import (
 from napari_segloop.core.inference.devices import autocast_dtype, empty_cache, resolve_device
 from napari_segloop.core.inference.predict import PredictOptions, predict
 from napari_segloop.core.inference.threads import apply_threads
+from napari_segloop.core.models.batchnorm import single_value_batchnorm_guard
 from napari_segloop.core.training.annotations import check_mode, labels_digest
 from napari_segloop.core.training.data import BatchPrefetcher, TrainingData, TrainingPair
 from napari_segloop.core.training.losses import LOSSES, class_weights, edge_term, training_loss
@@ -614,8 +615,14 @@ def train(
     if frozen and _encoder(model) is None:
         yield Notice("This architecture has no separate encoder; all of it is trained.", "warning")
         frozen = False
+    if frozen and not fine_tune and (settings.provenance or {}).get("encoder_weights", "none") == "none":
+        yield Notice("The encoder of this new model is not pre-trained: freezing it keeps its random "
+                     "features. Feature extraction needs pre-trained (imagenet) encoder weights.",
+                     "warning")
     _freeze_encoder(model, frozen)
     _set_modes(model, frozen, freeze_bn)
+    bn_guard = single_value_batchnorm_guard(model)
+    bn_guard.__enter__()
     enc = _encoder(model)
     enc_ids = {id(p) for p in enc.parameters()} if enc is not None else set()
     groups = [{"params": [p for p in model.parameters() if id(p) not in enc_ids], "lr_factor": 1.0}]
@@ -746,6 +753,12 @@ def train(
                 logits = model(x)
             loss, terms = training_loss(logits, y, w, cfg.loss, classes, t, k,
                                         keep_weight)
+            side = list(getattr(model, "side_logits", None) or [])
+            if loss is not None and side:
+                # Deep supervision (UNet 3+): every head is trained, the loss is their mean.
+                extra = [training_loss(s_, y, w, cfg.loss, classes, t, k, keep_weight)[0] for s_ in side]
+                loss = (loss + sum(e for e in extra if e is not None)) / (1 + len(extra))
+                terms["deep_supervision_heads"] = float(len(extra))
             if loss is not None and edge_weight > 0:
                 edge = edge_term(logits, x)
                 loss = loss + edge_weight * edge
@@ -816,6 +829,7 @@ def train(
                         break
     finally:
         prefetch.close()
+        bn_guard.__exit__(None, None, None)
 
     if step == 0 and best is None:
         best = _validate(averaged, data, cfg, device, autocast, channels_last, threshold, classes,
