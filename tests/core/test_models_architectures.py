@@ -108,6 +108,7 @@ def test_the_trainer_runs_every_transfer_mode_even_with_batches_of_one(nuclei, a
     changed = any(not torch.equal(enc_before[k], enc_after[k]) for k in params)
     # frozen_then_unfrozen unfreezes after 30% of the budget: by the second of two steps.
     assert changed is (transfer != "frozen")
+    assert ("encoder" in result.bundle.describe()["frozen"]) is (transfer != "full")
     if transfer != "full":
         assert any(isinstance(e, Notice) and "not pre-trained" in e.text for e in events)
 

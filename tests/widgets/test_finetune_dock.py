@@ -239,3 +239,20 @@ def test_closing_the_dock_mid_run_stops_and_saves(setup, qtbot, wait_job, monkey
     wait_job(session)
     bundle = load_bundle(folder + "/default-v001")
     assert bundle.settings.provenance["training"]["stop_reason"] == "stopped"
+
+
+def test_a_new_model_of_a_preset_architecture_trains_from_scratch(setup, wait_job, monkeypatch):
+    _fast(monkeypatch)
+    _viewer, dock, _, session, _image, truth = setup
+    layer = dock.new_scribble_layer()
+    _paint(layer, truth)
+    dock.start_combo.setCurrentIndex(dock.start_combo.findData("new"))
+    dock.new_form.preset_combo.setCurrentText("Attention U-Net")
+    dock.new_form.base_spin.setValue(4)
+    dock.steps_spin.setValue(4)
+    assert dock.train()
+    wait_job(session)
+    target = dock.folder_edit.text() + "/AttentionUNet-plain-v001"
+    bundle = load_bundle(target)
+    assert bundle.architecture == "AttentionUNet" and bundle.config["base_channels"] == 4
+    assert session.bundle.source == target

@@ -123,10 +123,10 @@ def test_missing_default_model_is_reported(docks, tiny_bundle, wait_job, notific
 
 def test_create_new_model(docks, wait_job):
     _viewer, dock, _predict = docks()
-    dock.new_arch_combo.setCurrentText("Unet")
-    dock.new_encoder_combo.setCurrentText("tu-lcnet_050")
+    dock.new_form.arch_combo.setCurrentText("Unet")
+    dock.new_form.encoder_combo.setCurrentText("tu-lcnet_050")
     dock.new_channels_spin.setValue(2)
-    dock.weights_combo.setCurrentText("none")
+    dock.new_form.weights_combo.setCurrentText("none")
     dock.create_button.click()
     wait_job(dock.session)
     bundle = dock.session.bundle
@@ -136,8 +136,8 @@ def test_create_new_model(docks, wait_job):
 
 def test_create_with_imagenet_offline_fails_fast(docks, tiny_bundle, wait_job, notifications):
     _viewer, dock, _ = docks(tiny_bundle)
-    dock.new_encoder_combo.setCurrentText("tu-lcnet_050")
-    dock.weights_combo.setCurrentText("imagenet")
+    dock.new_form.encoder_combo.setCurrentText("tu-lcnet_050")
+    dock.new_form.weights_combo.setCurrentText("imagenet")
     assert dock.create_new()
     wait_job(dock.session)
     assert dock.session.bundle is tiny_bundle
@@ -147,7 +147,7 @@ def test_create_with_imagenet_offline_fails_fast(docks, tiny_bundle, wait_job, n
 
 def test_unknown_encoder(docks, tiny_bundle, wait_job, notifications):
     _viewer, dock, _ = docks(tiny_bundle)
-    dock.new_encoder_combo.setCurrentText("no-such-encoder")
+    dock.new_form.encoder_combo.setCurrentText("no-such-encoder")
     assert dock.create_new()
     wait_job(dock.session)
     assert dock.session.bundle is tiny_bundle
@@ -172,3 +172,37 @@ def test_a_hostile_bundle_is_refused_with_one_notification(docks, tiny_bundle, t
     (error,) = _errors(notifications)
     assert "is not an encoder name" in error and "\x1b" not in error
     assert dock.status.textFormat() == dock.status.textFormat().PlainText
+
+
+def test_a_preset_fills_the_form_and_builds_the_architecture_users_know(docks, wait_job):
+    _viewer, dock, _ = docks()
+    form = dock.new_form
+    form.preset_combo.setCurrentText("Attention VGG-UNet3+")
+    assert form.arch_combo.currentText() == "UNet3Plus"
+    assert form.encoder_combo.currentText() == "vgg16"
+    assert form.attention_check.isChecked() and form.attention_check.isEnabled()
+    assert not form.base_spin.isEnabled()  # a VGG encoder has its own widths
+    dock.create_button.click()
+    wait_job(dock.session)
+    bundle = dock.session.bundle
+    assert bundle.architecture == "UNet3Plus" and bundle.config["attention"] is True
+    table = _table(dock)
+    assert table["architecture"] == "UNet3Plus" and table["input multiple"] == "16 px"
+    assert "in the encoder" in table["parameters"]
+
+
+def test_editing_a_preset_makes_it_custom_and_the_base_width_applies(docks, wait_job):
+    _viewer, dock, _ = docks()
+    form = dock.new_form
+    form.preset_combo.setCurrentText("U-Net, classic (2015)")
+    assert form.base_spin.isEnabled() and not form.encoder_combo.isEnabled()
+    assert not form.weights_combo.isEnabled()  # the plain encoder has no pre-trained weights
+    form.base_spin.setValue(8)
+    assert form.preset_combo.currentText().startswith("custom")
+    choice = form.choice()
+    assert (choice.architecture, choice.encoder, choice.options) == ("ClassicUNet", "plain",
+                                                                     {"base_channels": 8})
+    dock.create_button.click()
+    wait_job(dock.session)
+    model = dock.session.bundle.model
+    assert [int(c) for c in model.encoder.out_channels] == [8, 16, 32, 64, 128]

@@ -21,6 +21,7 @@ from napari_segloop.cli.common import (
     say,
     threads_arg,
 )
+from napari_segloop.core.errors import ModelLoadError
 
 CONVERSIONS = ("none", "gray", "repeat", "invert", "hematoxylin")
 
@@ -52,7 +53,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="train a NEW model of this architecture (e.g. Unet, UnetPlusPlus, FPN), "
                         "or describe a plain state dict given with --model")
     p.add_argument("--encoder", default=None,
-                   help="encoder of a new model (e.g. resnet34, vgg16, tu-lcnet_075)")
+                   help="encoder of a new model (e.g. resnet34, vgg16, tu-xception65, plain; "
+                        "default: the architecture's own, see docs/architectures.md)")
+    p.add_argument("--preset", default=None, metavar="NAME",
+                   help="a new model the courses name, e.g. 'Attention VGG-UNet3+', 'U-Net, "
+                        "classic', 'DeepLabV3+ Xception65' (see docs/architectures.md)")
+    p.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a setting of a new model, e.g. base_channels=32, attention=true, "
+                        "deep_supervision=true, encoder_depth=4 (repeat for several)")
     p.add_argument("--encoder-weights", choices=("none", "imagenet"), default="none",
                    help="initial encoder weights of a new model (imagenet needs the network "
                         "or a cached copy)")
@@ -97,14 +105,48 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_image_limit_arg(p)
 
 
+def parse_model_options(items: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` settings of a new model; values are read as JSON (``true``, ``32``), else text.
+
+    Raises
+    ------
+    ModelLoadError
+        For an item without ``=``.
+    """
+    import json
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ModelLoadError(f"--model-option {item!r} must be KEY=VALUE, e.g. base_channels=32.")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
+
+
 def _start_model(args: argparse.Namespace) -> Any:
     from napari_segloop.core.bundle import load_model
     from napari_segloop.core.models.registry import create_model
 
-    if args.model is None and (args.architecture or args.encoder):
-        return create_model(args.architecture or "Unet", args.encoder or "resnet34",
-                            in_channels=args.in_channels, classes=1,
-                            encoder_weights=args.encoder_weights)
+    options = parse_model_options(args.model_option)
+    if args.model is not None and args.preset:
+        raise ModelLoadError("--preset makes a new model; leave out --model (or the preset).")
+    if args.model is None and (args.architecture or args.encoder or args.preset or options):
+        arch, encoder = args.architecture, args.encoder
+        if args.preset:
+            from napari_segloop.core.models.presets import find_preset
+
+            preset = find_preset(args.preset)
+            arch, encoder = arch or preset.architecture, encoder or preset.encoder
+            options = {**preset.options, **options}
+        return create_model(arch or "Unet", encoder, in_channels=args.in_channels, classes=1,
+                            encoder_weights=args.encoder_weights, **options)
+    if options:
+        raise ModelLoadError("--model-option applies to a new model (--architecture or --preset), "
+                             "not to --model.")
     return load_model(args.model or "default", args.architecture, args.encoder, args.in_channels)
 
 

@@ -49,6 +49,7 @@ from napari_segloop.core.errors import SegloopError
 from napari_segloop.core.events import Notice, Preview, Progress, TrainStep, Validation
 from napari_segloop.widgets.jobs import JobFailed, create_job_worker, notify, show_progress
 from napari_segloop.widgets.layer_io import layer_array, layout, read_input, write_probability
+from napari_segloop.widgets.new_model_form import NewModelChoice, NewModelForm
 from napari_segloop.widgets.outputs import MASK_ROLE, find_output
 from napari_segloop.widgets.pickers import LayerChoice, is_labels, is_user_image
 from napari_segloop.widgets.session import METADATA_KEY, session_for, unwrap, version_label
@@ -68,7 +69,7 @@ LOSS_LABELS = {"bce+dice": "BCE + Dice", "bce": "BCE", "wbce": "weighted BCE (ra
                "dice": "Dice"}
 
 
-def finetune_job(start: Any, new_model: tuple[str, str, str] | None, pairs: list[Any], config: Any,
+def finetune_job(start: Any, new_model: NewModelChoice | None, pairs: list[Any], config: Any,
                  folder: str, control: Any) -> Any:
     """The worker's generator: create the new model if asked, then train and save."""
     from napari_segloop.core.models.registry import create_model
@@ -76,9 +77,9 @@ def finetune_job(start: Any, new_model: tuple[str, str, str] | None, pairs: list
 
     if new_model is not None:
         yield Progress(0, 1, "creating the new model")
-        arch, encoder, weights = new_model
-        start = create_model(arch, encoder, in_channels=start.in_channels if start else 1,
-                             classes=1, encoder_weights=weights)
+        start = create_model(new_model.architecture, new_model.encoder,
+                             in_channels=start.in_channels if start else 1, classes=1,
+                             encoder_weights=new_model.weights, **new_model.options)
     return (yield from train_to_folder(start, pairs, config, folder, control))
 
 
@@ -233,21 +234,8 @@ class FinetuneDock(QWidget):
         self.new_section = QCollapsible("New model", self)
         new = QWidget()
         new_form = QFormLayout(new)
-        from napari_segloop.core.models.registry import architectures
-
-        self.arch_combo = QComboBox()
-        self.arch_combo.addItems(architectures())
-        self.arch_combo.setCurrentText("Unet")
-        self.encoder_combo = QComboBox()
-        self.encoder_combo.setEditable(True)
-        self.encoder_combo.addItems(["resnet34", "resnet18", "resnet50", "vgg16", "vgg19",
-                                     "efficientnet-b0", "tu-lcnet_075"])
-        self.weights_combo = QComboBox()
-        self.weights_combo.addItems(["none", "imagenet"])
-        self.weights_combo.setToolTip("'imagenet' downloads the encoder's weights on first use.")
-        new_form.addRow("Architecture", self.arch_combo)
-        new_form.addRow("Encoder", self.encoder_combo)
-        new_form.addRow("Encoder weights", self.weights_combo)
+        self.new_form = NewModelForm("Unet", "tu-lcnet_075")
+        new_form.addRow(self.new_form)
         self.new_section.addWidget(new)
         layout_.addWidget(self.new_section)
 
@@ -447,8 +435,8 @@ class FinetuneDock(QWidget):
             show_error(str(exc))
             return False
         folder = Path(self.folder_edit.text().strip() or self.settings.models_folder).expanduser()
-        base = (f"{self.arch_combo.currentText()}-{self.encoder_combo.currentText().strip()}"
-                if new else version_label(start))
+        choice = self.new_form.choice()
+        base = choice.label if new else version_label(start)
         target = next_version_path(folder, base)
         self.settings.models_folder = str(folder)
         layer_refs = [weakref.ref(lab) for lab in label_layers]
@@ -462,8 +450,7 @@ class FinetuneDock(QWidget):
             return out
 
         control = TrainControl(read_labels=read_labels)
-        new_model = ((self.arch_combo.currentText(), self.encoder_combo.currentText().strip(),
-                      self.weights_combo.currentText()) if new else None)
+        new_model = choice if new else None
         worker = create_job_worker(finetune_job, start, new_model, pairs, config, str(target), control,
                                    desc="segloop: training")
         self._run = {"target": target, "layers": label_layers, "image": weakref.ref(chosen[0][0]),

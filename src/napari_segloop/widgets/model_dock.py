@@ -34,6 +34,7 @@ from superqt import QCollapsible
 from napari_segloop.core import bundle as core_bundle
 from napari_segloop.core.events import Progress
 from napari_segloop.widgets.jobs import JobFailed, create_job_worker
+from napari_segloop.widgets.new_model_form import NewModelForm
 from napari_segloop.widgets.session import session_for, unwrap
 from napari_segloop.widgets.settings import UserSettings
 
@@ -65,11 +66,12 @@ def save_job(bundle: Any, folder: str, overwrite: bool, mask: Any) -> Generator[
     return saved
 
 
-def create_job(architecture: str, encoder: str, in_channels: int,
-               encoder_weights: str | None) -> Generator[Progress, None, Any]:
+def create_job(architecture: str, encoder: str, in_channels: int, encoder_weights: str | None,
+               options: dict[str, Any] | None = None) -> Generator[Progress, None, Any]:
     """Create a new, untrained model in a worker."""
     yield Progress(0, 1, "creating")
-    bundle = core_bundle.create_model(architecture, encoder, in_channels, 1, encoder_weights)
+    bundle = core_bundle.create_model(architecture, encoder, in_channels, 1, encoder_weights,
+                                      **(options or {}))
     yield Progress(1, 1)
     return bundle
 
@@ -186,20 +188,12 @@ class ModelDock(QWidget):
         self.new_section = QCollapsible("New model", self)
         new = QWidget()
         new_form = QFormLayout(new)
-        self.new_arch_combo = self._architecture_combo(self.settings.architecture)
-        self.new_encoder_combo = self._encoder_combo(self.settings.encoder)
+        self.new_form = NewModelForm(self.settings.architecture, self.settings.encoder)
         self.new_channels_spin = self._channels_spin(self.settings.in_channels)
-        self.weights_combo = QComboBox()
-        self.weights_combo.addItems(["none", "imagenet"])
-        self.weights_combo.setToolTip(
-            "Pre-trained encoder weights. 'imagenet' needs the network unless they are cached."
-        )
         self.create_button = QPushButton("Create untrained model")
         self.create_button.clicked.connect(self.create_new)
-        new_form.addRow("Architecture", self.new_arch_combo)
-        new_form.addRow("Encoder", self.new_encoder_combo)
+        new_form.addRow(self.new_form)
         new_form.addRow("Input channels", self.new_channels_spin)
-        new_form.addRow("Encoder weights", self.weights_combo)
         new_form.addRow(self.create_button)
         self.new_section.addWidget(new)
         layout.addWidget(self.new_section)
@@ -456,11 +450,10 @@ class ModelDock(QWidget):
 
     def create_new(self) -> bool:
         """Create an untrained model with the choices in the "New model" section."""
-        arch = self.new_arch_combo.currentText()
-        encoder = self.new_encoder_combo.currentText().strip()
+        choice = self.new_form.choice()
+        arch, encoder, weights = choice.architecture, choice.encoder, choice.weights
         channels = self.new_channels_spin.value()
-        weights = self.weights_combo.currentText()
-        worker = create_job_worker(create_job, arch, encoder, channels, weights,
+        worker = create_job_worker(create_job, arch, encoder, channels, weights, choice.options,
                                    desc="segloop: creating model")
 
         def done(result: Any) -> None:
@@ -469,7 +462,7 @@ class ModelDock(QWidget):
                 return
             self.settings.architecture, self.settings.encoder = arch, encoder
             self.settings.in_channels = channels
-            self._accept(result, f"Created an untrained {arch} with {encoder} ({weights} weights).")
+            self._accept(result, f"Created an untrained {choice.label} ({weights} weights).")
 
         return self._start(worker, done, f"Creating {arch} with {encoder}…")
 

@@ -8,6 +8,13 @@ from typing import Any
 from napari_segloop.core.bundle.settings import BundleSettings
 from napari_segloop.core.text import printable
 
+#: What each transfer-learning mode of the last training froze, for ``segloop info``.
+TRANSFER_TEXT = {
+    "full": "nothing: the whole network was trained",
+    "frozen": "the encoder (feature extraction: only the decoder was trained)",
+    "frozen_then_unfrozen": "the encoder for the first 30% of training, then nothing",
+}
+
 
 @dataclass
 class ModelBundle:
@@ -84,11 +91,14 @@ class ModelBundle:
         else:
             scale_text = f"factor {s.scale_factor:g}"
         post = s.postprocess.steps()
+        encoder = getattr(self.model, "encoder", None)
+        n_enc = sum(p.numel() for p in encoder.parameters()) if encoder is not None else 0
         info = {
             "source": self.source,
             "architecture": self.architecture,
             "encoder": self.encoder,
-            "parameters": f"{n_params / 1e6:.2f} M",
+            "parameters": (f"{n_params / 1e6:.2f} M ({n_enc / 1e6:.2f} M in the encoder)"
+                           if n_enc else f"{n_params / 1e6:.2f} M (no separate encoder)"),
             "input channels": f"{self.in_channels} ({', '.join(s.channel_names)})",
             "classes": str(self.classes),
             "input multiple": f"{self.input_multiple} px",
@@ -100,6 +110,11 @@ class ModelBundle:
             "post-processing": ", ".join(post) or "none",
         }
         prov = s.provenance or {}
+        info["encoder weights"] = str(prov.get("encoder_weights", "not recorded"))
+        training = prov.get("training")
+        config = training.get("config") if isinstance(training, dict) else None
+        transfer = config.get("transfer") if isinstance(config, dict) else None
+        info["frozen"] = TRANSFER_TEXT.get(str(transfer), "nothing (not trained by segloop)")
         for key in ("note", "script", "seed", "commit", "segloop_version", "torch_version",
                     "smp_version", "saved_at"):
             if key in prov and prov[key] not in (None, ""):

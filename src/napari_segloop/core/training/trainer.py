@@ -877,6 +877,7 @@ def train(
         "note": ("Fine-tuned" if fine_tune else "Trained from scratch") + f" by segloop on {cfg.mode} "
                 f"labels of {len(pairs)} image(s), {len(data.planes)} annotated plane(s).",
         "parent": start.source if fine_tune else None,
+        "encoder_weights": (settings.provenance or {}).get("encoder_weights", "not recorded"),
         "parent_note": (settings.provenance or {}).get("note") if fine_tune else None,
         "training": {
             "config": record,

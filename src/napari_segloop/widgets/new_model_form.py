@@ -1,0 +1,175 @@
+"""The "New model" form shared by the Model and Fine-tune docks: preset, architecture, encoder, options.
+
+The form is a view of :mod:`napari_segloop.core.models.presets` and the
+registry: picking a preset fills the fields, changing the architecture
+offers its encoders, and the architecture's own settings (base width,
+attention gates, deep supervision) are enabled only where it takes them.
+:meth:`NewModelForm.choice` returns what :func:`create_model` needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QSpinBox, QWidget
+
+from napari_segloop.core.models.presets import PRESETS, find_preset
+from napari_segloop.core.models.registry import allowed_options, architectures, get_spec
+
+__all__ = ["CUSTOM", "NewModelChoice", "NewModelForm"]
+
+#: The preset entry meaning "the fields as set by hand".
+CUSTOM = "custom (set the fields below)"
+
+
+@dataclass(frozen=True)
+class NewModelChoice:
+    """What to build: ``create_model(architecture, encoder, encoder_weights=weights, **options)``."""
+
+    architecture: str
+    encoder: str
+    weights: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """Short name for folders and messages, e.g. ``UNet3Plus-vgg16-attention``."""
+        flags = [k for k in ("attention", "deep_supervision") if self.options.get(k)]
+        return "-".join([self.architecture, self.encoder, *flags])
+
+
+def _shape(choice: NewModelChoice) -> tuple[str, str, dict[str, Any]]:
+    return choice.architecture, choice.encoder, choice.options
+
+
+class NewModelForm(QWidget):
+    """Preset, architecture, encoder, encoder weights, and the architecture's own settings.
+
+    Parameters
+    ----------
+    architecture, encoder : str
+        Initial choice (for example from the saved settings).
+    parent : QWidget, optional
+    """
+
+    def __init__(self, architecture: str = "Unet", encoder: str = "tu-lcnet_075",
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        form = QFormLayout(self)
+        form.setContentsMargins(0, 0, 0, 0)
+        self.preset_combo = QComboBox()
+        self.preset_combo.addItem(CUSTOM)
+        for p in PRESETS:
+            self.preset_combo.addItem(p.label)
+            self.preset_combo.setItemData(self.preset_combo.count() - 1, p.note,
+                                          Qt.ItemDataRole.ToolTipRole)
+        self.preset_combo.setToolTip("The architectures of the courses and papers, ready to build.")
+        self.arch_combo = QComboBox()
+        self.arch_combo.addItems(architectures())
+        self.encoder_combo = QComboBox()
+        self.encoder_combo.setEditable(True)
+        self.encoder_combo.setToolTip("'plain': the network's own encoder; otherwise any "
+                                      "segmentation-models-pytorch encoder, or tu-<timm model name>.")
+        self.weights_combo = QComboBox()
+        self.weights_combo.addItems(["none", "imagenet"])
+        self.weights_combo.setToolTip(
+            "Pre-trained encoder weights. 'imagenet' needs the network unless they are cached; "
+            "freezing the encoder (feature extraction) only makes sense with them.")
+        self.base_spin = QSpinBox()
+        self.base_spin.setRange(4, 128)
+        self.base_spin.setValue(64)
+        self.base_spin.setToolTip("Width of the first level of the plain encoder; it doubles at "
+                                  "each pooling (64 in the U-Net paper; 16-32 train faster on a CPU).")
+        self.attention_check = QCheckBox("attention gates")
+        self.deep_check = QCheckBox("deep supervision")
+        self.deep_check.setToolTip("Train an output head at every decoder level (UNet 3+).")
+        form.addRow("Preset", self.preset_combo)
+        form.addRow("Architecture", self.arch_combo)
+        form.addRow("Encoder", self.encoder_combo)
+        form.addRow("Encoder weights", self.weights_combo)
+        form.addRow("Base width", self.base_spin)
+        form.addRow("", self.attention_check)
+        form.addRow("", self.deep_check)
+        self._filling = False
+        self._applied: NewModelChoice | None = None
+        self.arch_combo.currentTextChanged.connect(self._architecture_changed)
+        self.encoder_combo.currentTextChanged.connect(self._update_enabled)
+        self.preset_combo.currentTextChanged.connect(self._preset_changed)
+        for w in (self.arch_combo, self.encoder_combo, self.base_spin, self.attention_check,
+                  self.deep_check):
+            signal = getattr(w, "currentTextChanged", None) or getattr(w, "valueChanged", None) \
+                or w.toggled
+            signal.connect(self._edited)
+        index = self.arch_combo.findText(architecture, Qt.MatchFlag.MatchFixedString)
+        self._filling = True
+        self.arch_combo.setCurrentIndex(max(index, self.arch_combo.findText("Unet")))
+        self._architecture_changed(self.arch_combo.currentText())
+        self.encoder_combo.setCurrentText(encoder)
+        self._filling = False
+        self._update_enabled()
+
+    # ------------------------------------------------------------------ state
+
+    def _takes(self, option: str) -> bool:
+        return option in allowed_options(get_spec(self.arch_combo.currentText()))
+
+    def _architecture_changed(self, name: str) -> None:
+        spec = get_spec(name)
+        was = self.encoder_combo.currentText().strip()
+        self.encoder_combo.blockSignals(True)
+        self.encoder_combo.clear()
+        self.encoder_combo.addItems(list(spec.encoders) or [spec.default_encoder])
+        # An smp architecture takes any smp encoder: keep the one typed; otherwise its own list.
+        keep = bool(was) and (was in spec.encoders or (spec.family == "smp" and was != "plain"))
+        self.encoder_combo.setCurrentText(was if keep else spec.default_encoder)
+        self.encoder_combo.blockSignals(False)
+        self._update_enabled()
+
+    def _update_enabled(self, *_: Any) -> None:
+        plain = self.encoder_combo.currentText().strip() == "plain"
+        self.base_spin.setEnabled(self._takes("base_channels") and plain)
+        self.attention_check.setEnabled(self._takes("attention"))
+        self.deep_check.setEnabled(self._takes("deep_supervision"))
+        self.encoder_combo.setEnabled(get_spec(self.arch_combo.currentText()).encoders != ("plain",))
+        self.weights_combo.setEnabled(not plain)
+
+    def _preset_changed(self, label: str) -> None:
+        if label == CUSTOM:
+            return
+        preset = find_preset(label)
+        self._filling = True
+        try:
+            self.arch_combo.setCurrentText(preset.architecture)
+            self.encoder_combo.setCurrentText(preset.encoder)
+            self.base_spin.setValue(int(preset.options.get("base_channels", self.base_spin.value())))
+            self.attention_check.setChecked(bool(preset.options.get("attention", False)))
+            self.deep_check.setChecked(bool(preset.options.get("deep_supervision", False)))
+        finally:
+            self._filling = False
+        self._update_enabled()
+        self._applied = self.choice()
+
+    def _edited(self, *_: Any) -> None:
+        # A field changed by hand after a preset was applied: the form no longer shows the preset.
+        if not self._filling and self.preset_combo.currentText() != CUSTOM \
+                and self._applied is not None and _shape(self.choice()) != _shape(self._applied):
+            self.preset_combo.blockSignals(True)
+            self.preset_combo.setCurrentText(CUSTOM)
+            self.preset_combo.blockSignals(False)
+
+    # ------------------------------------------------------------------ result
+
+    def choice(self) -> NewModelChoice:
+        """The architecture, encoder, weights and settings the form shows."""
+        options: dict[str, Any] = {}
+        if self.base_spin.isEnabled():
+            options["base_channels"] = self.base_spin.value()
+        if self.attention_check.isEnabled():
+            options["attention"] = self.attention_check.isChecked()
+        if self.deep_check.isEnabled():
+            options["deep_supervision"] = self.deep_check.isChecked()
+        weights = self.weights_combo.currentText() if self.weights_combo.isEnabled() else "none"
+        return NewModelChoice(self.arch_combo.currentText(), self.encoder_combo.currentText().strip(),
+                              weights, options)
