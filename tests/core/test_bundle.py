@@ -550,7 +550,9 @@ def test_describe(make_bundle):
     assert info["note"] == "my cells" and info["seed"] == "3"
     assert info["training history"].startswith("2 entries")
     n = sum(p.numel() for p in b.model.parameters())
-    assert info["parameters"] == f"{n / 1e6:.2f} M"
+    n_enc = sum(p.numel() for p in b.model.encoder.parameters())
+    assert info["parameters"] == f"{n / 1e6:.2f} M ({n_enc / 1e6:.2f} M in the encoder)"
+    assert info["frozen"].startswith("nothing") and info["encoder weights"] == "not recorded"
     assert all(isinstance(v, str) for v in info.values())
     json.dumps(info)
 
