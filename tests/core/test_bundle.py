@@ -552,7 +552,7 @@ def test_describe(make_bundle):
     n = sum(p.numel() for p in b.model.parameters())
     n_enc = sum(p.numel() for p in b.model.encoder.parameters())
     assert info["parameters"] == f"{n / 1e6:.2f} M ({n_enc / 1e6:.2f} M in the encoder)"
-    assert info["frozen"].startswith("nothing") and info["encoder weights"] == "not recorded"
+    assert info["frozen"].startswith("nothing") and info["encoder weights"] == "none"
     assert all(isinstance(v, str) for v in info.values())
     json.dumps(info)
 
