@@ -104,6 +104,36 @@ def test_predict_one_file_writes_a_float32_probability_tiff(capsys, model_dir, i
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "prob.tif"], "no temporary file left"
 
 
+def test_several_models_predict_as_an_ensemble(capsys, model_dir, images, tmp_path):
+    torch.manual_seed(5)
+    other = create_model("ClassicUNet", None, base_channels=4,
+                         settings=BundleSettings(channel_names=["gray"], tile_size=64))
+    other_dir = save_bundle(other, tmp_path / "classic")
+    outs = {}
+    for name, models in {"one": [model_dir], "two": [other_dir], "both": [model_dir, other_dir]}.items():
+        out = tmp_path / f"{name}.tif"
+        args = [a for m in models for a in ("--model", m)]
+        code, _, err = run(capsys, "predict", images["a"], *args, "-o", out)
+        assert code == EXIT_OK, err
+        outs[name] = tifffile.imread(out)
+    np.testing.assert_allclose(outs["both"], (outs["one"] + outs["two"]) / 2, atol=1e-6)
+    # A model may not be overwritten by an output, whichever place it has in the ensemble.
+    code, _, err = run(capsys, "predict", images["a"], "--model", model_dir, "--model", other_dir,
+                       "-o", other_dir / "model.safetensors")
+    assert code == EXIT_USAGE and "model" in _errors(err)[0]
+
+
+def test_an_ensemble_of_models_of_different_tasks_is_one_line(capsys, model_dir, images, tmp_path):
+    two = create_model("ClassicUNet", None, in_channels=2, base_channels=4)
+    two_dir = save_bundle(two, tmp_path / "two")
+    code, _, err = run(capsys, "predict", images["a"], "-m", model_dir, "-m", two_dir,
+                       "-o", tmp_path / "x.tif")
+    assert code == EXIT_FAILED
+    (line,) = _errors(err)
+    assert "input channel" in line
+    _no_traceback(err)
+
+
 def test_quiet_prints_nothing(capsys, model_dir, images, tmp_path):
     code, stdout, err = run(capsys, "predict", images["a"], "-m", model_dir, "-o", tmp_path / "p.tif", "-q")
     assert code == EXIT_OK

@@ -206,3 +206,14 @@ def test_editing_a_preset_makes_it_custom_and_the_base_width_applies(docks, wait
     wait_job(dock.session)
     model = dock.session.bundle.model
     assert [int(c) for c in model.encoder.out_channels] == [8, 16, 32, 64, 128]
+
+
+def test_the_light_preset_keeps_the_default_models_decoder_widths(docks):
+    _viewer, dock, _ = docks()
+    form = dock.new_form
+    form.preset_combo.setCurrentText("U-Net, light (lcnet, fast on a CPU)")
+    choice = form.choice()
+    assert choice.encoder == "tu-lcnet_075"
+    assert choice.options == {"decoder_channels": [64, 32, 24, 16, 8]}
+    form.arch_combo.setCurrentText("FPN")  # another architecture: the Unet widths no longer apply
+    assert "decoder_channels" not in form.choice().options

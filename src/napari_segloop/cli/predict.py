@@ -7,6 +7,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from napari_segloop.cli.common import (
     EXIT_FAILED,
@@ -36,8 +37,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Predict probability maps (float32 TIFF) or masks for images.")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="image files (TIFF, PNG, JPEG, BMP, NPY) or folders of them")
-    p.add_argument("--model", "-m", default="default",
-                   help="'default', a bundle folder, or a state dict file (default: default)")
+    p.add_argument("--model", "-m", action="append", default=None, metavar="MODEL",
+                   help="'default', a bundle folder, or a state dict file (default: default); "
+                        "repeat it for an ensemble: the models' probabilities are averaged, the "
+                        "threshold and post-processing of 'auto' are the first model's")
     p.add_argument("--output", "-o", required=True,
                    help="output file for one input, or a folder for several")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
@@ -105,6 +108,20 @@ def model_input(spec: str) -> Path | None:
     return path if path.exists() else None
 
 
+def load_models(args: argparse.Namespace, models: list[str]) -> Any:
+    """One bundle, or an :class:`~napari_segloop.core.inference.ensemble.Ensemble` of several.
+
+    Raises
+    ------
+    SegloopError
+        A model that cannot be loaded, or models of different tasks.
+    """
+    from napari_segloop.core.inference.ensemble import Ensemble
+
+    bundles = [load_model(argparse.Namespace(**{**vars(args), "model": spec})) for spec in models]
+    return bundles[0] if len(bundles) == 1 else Ensemble(bundles)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``segloop predict``."""
     from tqdm import tqdm
@@ -142,7 +159,9 @@ def run(args: argparse.Namespace) -> int:
     targets = output_paths(files, output, ".tif", kind, as_folder, create=False)
     in_folder = targets != [output]
     plan = OutputPlan([(f, "an input image") for f in files])
-    plan.protect(model_input(args.model), "the model")
+    models = args.model or ["default"]
+    for spec in models:
+        plan.protect(model_input(spec), "the model")
     for dst in targets:
         plan.add(dst, "the output" if in_folder else "-o",
                  kind=PROBABILITY_OUTPUT if args.threshold is None else IMAGE_OUTPUT,
@@ -162,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_FAILED
     apply_threads(args.threads)
     try:
-        bundle = load_model(args)
+        bundle = load_models(args, models)
     except SegloopError as exc:
         err(str(exc))
         return EXIT_FAILED
@@ -173,7 +192,8 @@ def run(args: argparse.Namespace) -> int:
         channel=args.channel,
     )
     try:
-        options.resolved(bundle)
+        for member in getattr(bundle, "members", [bundle]):
+            options.resolved(member)
     except SegloopError as exc:
         err(str(exc))
         return EXIT_USAGE

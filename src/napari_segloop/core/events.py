@@ -36,6 +36,7 @@ __all__ = [
     "Snapshot",
     "TrainStep",
     "Validation",
+    "part_of",
     "relay",
     "run_to_end",
 ]
@@ -224,3 +225,22 @@ def relay(
         return stop.value
     finally:
         gen.close()
+
+
+def part_of(
+    gen: Generator[Any, None, T], k: int, n: int, label: str | None = None
+) -> Generator[Any, None, T]:
+    """Run ``gen`` as part ``k`` (from 0) of ``n``: its progress rescaled to the whole job.
+
+    A part's :class:`Progress` without a message gets ``label``. Closing the
+    outer generator closes ``gen``.
+    """
+    scale = 1000
+
+    def rescaled(event: Any) -> Any:
+        if not isinstance(event, Progress):
+            return event
+        frac = event.done / event.total if event.total else 0.0
+        return Progress(int(scale * (k + frac)), scale * n, event.message or label or "")
+
+    return (yield from relay(gen, rescaled))

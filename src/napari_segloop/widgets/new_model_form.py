@@ -94,6 +94,8 @@ class NewModelForm(QWidget):
         form.addRow("", self.deep_check)
         self._filling = False
         self._applied: NewModelChoice | None = None
+        #: Settings of the last preset that no field shows (kept while its architecture is chosen).
+        self._extra: tuple[str, dict[str, Any]] = ("", {})
         self.arch_combo.currentTextChanged.connect(self._architecture_changed)
         self.encoder_combo.currentTextChanged.connect(self._update_enabled)
         self.preset_combo.currentTextChanged.connect(self._preset_changed)
@@ -139,6 +141,9 @@ class NewModelForm(QWidget):
         if label == CUSTOM:
             return
         preset = find_preset(label)
+        shown = ("base_channels", "attention", "deep_supervision")
+        self._extra = (preset.architecture,
+                       {k: v for k, v in preset.options.items() if k not in shown})
         self._filling = True
         try:
             self.arch_combo.setCurrentText(preset.architecture)
@@ -163,7 +168,8 @@ class NewModelForm(QWidget):
 
     def choice(self) -> NewModelChoice:
         """The architecture, encoder, weights and settings the form shows."""
-        options: dict[str, Any] = {}
+        arch = self.arch_combo.currentText()
+        options: dict[str, Any] = dict(self._extra[1]) if self._extra[0] == arch else {}
         if self.base_spin.isEnabled():
             options["base_channels"] = self.base_spin.value()
         if self.attention_check.isEnabled():
@@ -171,5 +177,4 @@ class NewModelForm(QWidget):
         if self.deep_check.isEnabled():
             options["deep_supervision"] = self.deep_check.isChecked()
         weights = self.weights_combo.currentText() if self.weights_combo.isEnabled() else "none"
-        return NewModelChoice(self.arch_combo.currentText(), self.encoder_combo.currentText().strip(),
-                              weights, options)
+        return NewModelChoice(arch, self.encoder_combo.currentText().strip(), weights, options)

@@ -40,7 +40,8 @@ import torch
 
 from napari_segloop.core.bundle.model import ModelBundle
 from napari_segloop.core.errors import InputError
-from napari_segloop.core.events import Event, Progress, relay
+from napari_segloop.core.events import Event
+from napari_segloop.core.inference.ensemble import predict_ensemble
 from napari_segloop.core.inference.predict import (
     PredictOptions,
     TileHead,
@@ -301,36 +302,5 @@ def _ensemble(
     options: PredictOptions | None,
     slice_index: tuple[int, ...] | None,
 ) -> Generator[Event, None, UncertaintyMap]:
-    if len(bundles) < 2:
-        raise InputError("An ensemble needs at least two models.")
-    mean = m2 = None
-    for k, member in enumerate(bundles):
-        p = yield from _as_part(predict(member, image, options, slice_index), k, len(bundles))
-        if mean is not None and p.shape != mean.shape:
-            raise InputError(f"Model {k + 1} of the ensemble predicts a map of shape {p.shape}, "
-                             f"the first one {mean.shape}: they do not read the image alike.")
-        if mean is None:
-            mean, m2 = p, np.zeros_like(p)
-            continue
-        # Welford's update: accurate in float32 when the models agree.
-        delta = p - mean
-        mean += delta / (k + 1)
-        p -= mean
-        delta *= p
-        m2 += delta
-        del p, delta
-    m2 /= len(bundles)
-    return UncertaintyMap(_disagreement(m2), mean, "ensemble", len(bundles))
-
-
-def _as_part(gen: Generator[Event, None, Any], k: int, n: int) -> Generator[Event, None, Any]:
-    """Run ``gen`` as part ``k`` of ``n``: its progress rescaled to the whole; closed with the caller."""
-    scale = 1000
-
-    def rescaled(event: Event) -> Event:
-        if not isinstance(event, Progress):
-            return event
-        frac = event.done / event.total if event.total else 0.0
-        return Progress(int(scale * (k + frac)), scale * n, event.message or f"model {k + 1} of {n}")
-
-    return (yield from relay(gen, rescaled))
+    result = yield from predict_ensemble(bundles, image, options, slice_index)
+    return UncertaintyMap(result.disagreement, result.probability, "ensemble", result.members)

@@ -10,8 +10,9 @@ import numpy as np
 
 from napari_segloop.core.bundle.model import ModelBundle
 from napari_segloop.core.events import Event, Notice
+from napari_segloop.core.inference.ensemble import Ensemble, predict_any
 from napari_segloop.core.inference.normalize import detect_channel_axis
-from napari_segloop.core.inference.predict import PredictOptions, predict
+from napari_segloop.core.inference.predict import PredictOptions
 from napari_segloop.core.masks import apply_threshold, make_mask, resolve_object_diameter
 
 __all__ = ["channel_axis_from_axes", "output_for", "predict_file"]
@@ -57,7 +58,7 @@ def output_for(
 
 
 def predict_file(
-    bundle: ModelBundle,
+    bundle: ModelBundle | Ensemble,
     src: str | Path,
     dst: str | Path,
     options: PredictOptions,
@@ -90,7 +91,7 @@ def predict_file(
             what = "no channel axis" if axis is None else f"channel axis {axis} ({axes[axis]})"
             yield Notice(f"The file's axes are {axes}: {what}.")
     try:
-        prob = yield from predict(bundle, image, options)
+        prob = yield from predict_any(bundle, image, options)
     except InputError as exc:
         if not use_axes or "channel" not in str(exc):
             raise

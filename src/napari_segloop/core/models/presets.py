@@ -40,7 +40,8 @@ class Preset:
 
 
 PRESETS: tuple[Preset, ...] = (
-    Preset("U-Net, light (lcnet, fast on a CPU)", "Unet", "tu-lcnet_075", {},
+    Preset("U-Net, light (lcnet, fast on a CPU)", "Unet", "tu-lcnet_075",
+           {"decoder_channels": [64, 32, 24, 16, 8]},
            "the built-in default's design: 1 M parameters, quick to train anywhere"),
     Preset("U-Net, classic (2015)", "ClassicUNet", "plain", {"base_channels": 64},
            "the paper's network; set the base width; no pre-trained encoder"),
