@@ -99,10 +99,9 @@ class NewModelForm(QWidget):
         self.arch_combo.currentTextChanged.connect(self._architecture_changed)
         self.encoder_combo.currentTextChanged.connect(self._update_enabled)
         self.preset_combo.currentTextChanged.connect(self._preset_changed)
-        for w in (self.arch_combo, self.encoder_combo, self.base_spin, self.attention_check,
-                  self.deep_check):
-            signal = getattr(w, "currentTextChanged", None) or getattr(w, "valueChanged", None) \
-                or w.toggled
+        for signal in (self.arch_combo.currentTextChanged, self.encoder_combo.currentTextChanged,
+                       self.base_spin.valueChanged, self.attention_check.toggled,
+                       self.deep_check.toggled):
             signal.connect(self._edited)
         index = self.arch_combo.findText(architecture, Qt.MatchFlag.MatchFixedString)
         self._filling = True
