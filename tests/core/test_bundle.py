@@ -518,7 +518,7 @@ def test_create_model_without_weights_works_offline(no_network):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [({"architecture": "NoNet"}, "Unknown architecture"), ({"encoder": "nope"}, "Encoder 'nope' is unknown"),
-     ({"classes": 2}, "binary"), ({"in_channels": 0}, "at least 1")],
+     ({"classes": 33}, "at most 32 classes"), ({"in_channels": 0}, "at least 1")],
 )
 def test_create_model_errors(kwargs, match):
     args = {"architecture": "Unet", "encoder": "tu-lcnet_050", **kwargs}

@@ -204,9 +204,14 @@ def test_other_activations_are_refused(bundle_dir, activation):
     _refused(bundle_dir, "needs the network's logits")
 
 
-def test_several_classes_are_refused(bundle_dir):
+def test_too_many_classes_are_refused(bundle_dir):
+    _write_config(bundle_dir, classes=40)
+    _refused(bundle_dir, "at most 32 classes")
+
+
+def test_classes_that_do_not_match_the_weights_are_refused(bundle_dir):
     _write_config(bundle_dir, classes=3)
-    _refused(bundle_dir, "classes 1")
+    _refused(bundle_dir, "classes")
 
 
 def test_a_classification_head_is_refused(bundle_dir):

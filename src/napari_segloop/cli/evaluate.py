@@ -64,6 +64,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true",
                    help="print JSON: one object for one pair, else {rows, summary, errors}")
     p.add_argument("--csv", metavar="FILE", default=None, help="also write the rows to a CSV file")
+    p.add_argument("--classes", type=int, default=None, metavar="K",
+                   help="K >= 3: multi-class evaluation of class maps (or K-class probabilities, "
+                        "class axis first) against ground truth of class ids 0..K-1: per-class "
+                        "Dice, IoU, precision, recall, mIoU and the K x K confusion matrix; "
+                        "--threshold is then the minimum confidence of probabilities")
     add_image_limit_arg(p)
 
 
@@ -112,6 +117,93 @@ def _print_table(report, per_slice: bool) -> None:
               f"{' over all pairs' if not single else ''})")
 
 
+def _print_classes(report) -> None:
+    for name, metrics in [*report.pairs, *([("all pairs", report.total)] if len(report.pairs) > 1 else [])]:
+        summary = metrics.summary()
+        print(f"{name}: mIoU {summary['miou']:.4f}, mean Dice of the classes {summary['mean_dice']:.4f}, "
+              f"pixel accuracy {summary['accuracy']:.4f}"
+              + (f", unassigned {summary['unassigned']:.2%}" if metrics.unassigned else ""))
+        cols = ("class", "name", "support", "dice", "iou", "precision", "recall")
+        table = [[_fmt(r[c]) for c in cols] for r in metrics.rows()]
+        widths = [max(len(c), *(len(line[i]) for line in table)) for i, c in enumerate(cols)]
+        print("  " + "  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
+        for line in table:
+            print("  " + "  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)))
+        k = metrics.classes
+        heads = [str(c) for c in range(k)] + (["unassigned"] if metrics.unassigned else [])
+        cm = metrics.confusion[:, :len(heads)]
+        width = max(len(h) for h in [*heads, str(int(cm.max()))])
+        print("  confusion (rows: truth, columns: prediction)")
+        print("  " + " " * 4 + "  ".join(h.rjust(width) for h in heads))
+        for c in range(k):
+            print(f"  {c:>3} " + "  ".join(str(int(v)).rjust(width) for v in cm[c]))
+
+
+def _run_classes(args: argparse.Namespace, threshold: object) -> int:
+    """``segloop evaluate --classes K``."""
+    from napari_segloop.core.errors import SegloopError
+    from napari_segloop.core.evaluation.class_batch import evaluate_class_files
+    from napari_segloop.core.evaluation.report import write_metrics_csv
+    from napari_segloop.core.events import Notice, run_to_end
+    from napari_segloop.core.io.guard import CSV_OUTPUT, OutputPlan
+    from napari_segloop.core.io.images import read_image
+
+    if threshold in ("best", "otsu"):
+        err("--best-threshold and otsu are binary; with --classes give a minimum confidence or 'auto'.")
+        return EXIT_USAGE
+    names = None
+    min_conf = 0.0 if threshold is None else threshold
+    if threshold == "auto" or args.model != "default":
+        from napari_segloop.core.bundle import load_model
+
+        try:
+            bundle = load_model(args.model)
+        except SegloopError as exc:
+            err(str(exc))
+            return EXIT_FAILED
+        if bundle.classes != args.classes:
+            err(f"{args.model} has {max(2, bundle.classes)} classes, not {args.classes}.")
+            return EXIT_USAGE
+        names = tuple(bundle.class_names)
+        if threshold == "auto":
+            min_conf = float(bundle.settings.threshold)
+    plan = OutputPlan()
+    if args.csv:
+        plan.protect(Path(args.prediction), "the prediction")
+        plan.protect(Path(args.truth), "the ground truth")
+        plan.add(args.csv, "--csv", kind=CSV_OUTPUT)
+        try:
+            plan.check()
+        except SegloopError as exc:
+            err(str(exc))
+            return EXIT_USAGE
+    try:
+        region = read_image(args.region) if args.region is not None else None
+        report = run_to_end(
+            evaluate_class_files(Path(args.prediction), Path(args.truth), args.classes,
+                                 min_confidence=float(min_conf), region=region,
+                                 pair_by=args.pair_by, names=names),
+            lambda e: say(e) if isinstance(e, Notice) else None)
+    except SegloopError as exc:
+        err(str(exc))
+        return EXIT_FAILED
+    if args.csv:
+        try:
+            write_metrics_csv(args.csv, report.rows() + report.failures, protect=plan.inputs)
+        except SegloopError as exc:
+            err(str(exc))
+            return EXIT_FAILED
+    if args.json:
+        print(json.dumps(report.to_dict(), allow_nan=False))
+    elif report.pairs:
+        _print_classes(report)
+    if report.failures:
+        if len(report.pairs) + len(report.failures) > 1:
+            err(f"{len(report.failures)} pair(s) failed.")
+        return EXIT_FAILED
+    return EXIT_OK
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``segloop evaluate``."""
     from napari_segloop.core.errors import SegloopError
@@ -141,6 +233,12 @@ def run(args: argparse.Namespace) -> int:
         err(str(exc))
         return EXIT_USAGE
     threshold = "best" if args.best_threshold else args.threshold
+    if args.classes is not None:
+        if not 2 <= args.classes <= 32:
+            err(f"--classes must be from 2 to 32; got {args.classes}.")
+            return EXIT_USAGE
+        if args.classes >= 3:
+            return _run_classes(args, threshold)
     if args.csv:
         # Checked before any work: the CSV must not replace an input, and must be writable.
         plan = OutputPlan()

@@ -37,6 +37,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "new bundle with the labels it used. Labels: mode scribbles (0 = not "
                     "annotated, 1 = foreground, 2 = background), dense (0 = background, other "
                     "values = foreground) or correction (an edited copy of a predicted mask). "
+                    "With --classes K (K >= 3): scribbles 1..K-1 = the classes and K = "
+                    "background; dense labels 0 = background and 1..K-1 = the classes. "
                     "Stacks may be annotated on some slices only.")
     p.add_argument("--image", nargs="+", required=True, metavar="IMG", help="image files")
     p.add_argument("--labels", nargs="+", required=True, metavar="LBL",
@@ -65,6 +67,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="initial encoder weights of a new model (imagenet needs the network "
                         "or a cached copy)")
     p.add_argument("--in-channels", type=int, default=1, help="input channels of a new model (default 1)")
+    p.add_argument("--classes", type=int, default=None, metavar="K",
+                   help="classes with background: 2 (binary, the default) or 3 and more (a "
+                        "softmax model; its labels use the K-class convention above)")
+    p.add_argument("--class-names", default=None, metavar="NAMES",
+                   help="comma-separated names of the K classes of a new model, background first")
     p.add_argument("--max-seconds", type=float, default=None, help="time budget (default 120 s)")
     p.add_argument("--max-steps", type=int, default=None, help="step budget")
     freeze = p.add_mutually_exclusive_group()
@@ -130,6 +137,7 @@ def parse_model_options(items: list[str]) -> dict[str, Any]:
 def _start_model(args: argparse.Namespace) -> Any:
     from napari_segloop.core.bundle import load_model
     from napari_segloop.core.models.registry import create_model
+    from napari_segloop.core.training.annotations import label_classes
 
     options = parse_model_options(args.model_option)
     if args.model is not None and args.preset:
@@ -142,12 +150,34 @@ def _start_model(args: argparse.Namespace) -> Any:
             preset = find_preset(args.preset)
             arch, encoder = arch or preset.architecture, encoder or preset.encoder
             options = {**preset.options, **options}
-        return create_model(arch or "Unet", encoder, in_channels=args.in_channels, classes=1,
-                            encoder_weights=args.encoder_weights, **options)
+        k = args.classes or 2
+        bundle = create_model(arch or "Unet", encoder, in_channels=args.in_channels,
+                              classes=1 if k <= 2 else k, encoder_weights=args.encoder_weights,
+                              **options)
+        if args.class_names:
+            bundle.settings.class_names = _class_names(args.class_names, k)
+        return bundle
     if options:
         raise ModelLoadError("--model-option applies to a new model (--architecture or --preset), "
                              "not to --model.")
-    return load_model(args.model or "default", args.architecture, args.encoder, args.in_channels)
+    if args.classes and args.classes >= 3 and args.model is None:
+        raise ModelLoadError(f"The default model is binary; for {args.classes} classes make a new "
+                             "model with --architecture or --preset.")
+    bundle = load_model(args.model or "default", args.architecture, args.encoder, args.in_channels)
+    if args.classes is not None and label_classes(bundle.classes) != max(2, args.classes):
+        raise ModelLoadError(f"{args.model} has {label_classes(bundle.classes)} classes, not "
+                             f"{args.classes}; leave out --classes or make a new model.")
+    if args.class_names:
+        raise ModelLoadError("--class-names names the classes of a new model; --model keeps its own.")
+    return bundle
+
+
+def _class_names(text: str, k: int) -> list[str]:
+    names = [n.strip() for n in text.split(",")]
+    if len(names) != k or not all(names):
+        raise ModelLoadError(f"--class-names gives {len(names)} name(s) for {k} classes; give one "
+                             "per class, background first, separated by commas.")
+    return names
 
 
 def run(args: argparse.Namespace) -> int:
@@ -167,6 +197,9 @@ def run(args: argparse.Namespace) -> int:
     if len(args.image) != len(args.labels):
         err(f"--image gives {len(args.image)} file(s) but --labels {len(args.labels)}; give one "
             "labels file per image, in the same order.")
+        return EXIT_USAGE
+    if args.classes is not None and not 1 <= args.classes <= 32:
+        err(f"--classes must be from 2 to 32 (classes with background); got {args.classes}.")
         return EXIT_USAGE
     if args.model is not None and args.encoder_weights != "none":
         err("--encoder-weights applies to a new model (--architecture/--encoder), not to --model.")
@@ -266,7 +299,9 @@ def run(args: argparse.Namespace) -> int:
             pass
     result, path = saved.result, saved.path
     start_dice = "" if result.baseline is None else f"{result.baseline['dice']:.3f} -> "
-    print(f"trained {result.steps} steps ({result.stop_reason}); held-out Dice "
-          f"{start_dice}{result.best['dice']:.3f} (best at step {result.best_step}); saved {path}",
+    what = "Dice" if "miou" not in result.best else "mean Dice of the classes"
+    extra = f", mIoU {result.best['miou']:.3f}" if "miou" in result.best else ""
+    print(f"trained {result.steps} steps ({result.stop_reason}); held-out {what} "
+          f"{start_dice}{result.best['dice']:.3f}{extra} (best at step {result.best_step}); saved {path}",
           file=sys.stderr)
     return EXIT_OK

@@ -428,3 +428,42 @@ def make_mask(prob: np.ndarray, threshold: float, pp: PostProcess | None = None,
     if pp is None or not (pp.min_size or pp.fill_holes or pp.instances or pp.split_touching):
         return mask
     return postprocess(mask, pp, object_dims=object_dims)
+
+
+def postprocess_classes(class_map: np.ndarray, classes: int, pp: PostProcess | None, *,
+                        object_dims: int = 2) -> np.ndarray:
+    """Post-process a K-class map class by class (minimum size, fill holes).
+
+    Each object class 1 .. K-1 is cleaned on its own with ``pp``'s minimum
+    size and hole filling: its objects smaller than ``min_size`` become
+    background (0), holes inside its objects become that class. Instances and
+    splitting are binary-mask steps and are not applied to a class map.
+
+    Parameters
+    ----------
+    class_map : ndarray
+        Class indices (0 background, K unassigned), 2-D or a stack.
+    classes : int
+        K.
+    pp : PostProcess, optional
+    object_dims : {2, 3}
+        As for :func:`postprocess`.
+
+    Returns
+    -------
+    ndarray
+        A new class map of the same dtype (or ``class_map`` itself when nothing
+        is switched on).
+    """
+    if pp is None or not (pp.min_size or pp.fill_holes):
+        return class_map
+    step = dataclasses.replace(pp, instances=False, split_touching=False)
+    out = class_map.copy()
+    for c in range(1, classes):
+        mask = class_map == c
+        if not mask.any():
+            continue
+        kept = postprocess(mask.astype(np.uint8), step, object_dims=object_dims) > 0
+        out[mask & ~kept] = 0
+        out[kept & ~mask] = c
+    return out

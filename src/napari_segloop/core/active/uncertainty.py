@@ -274,12 +274,12 @@ def uncertainty(
     if members:
         raise InputError("Several models were given: choose the method 'ensemble' to compare them.")
     n = _check_passes(method, passes)
-    if method == "entropy":
-        probability = yield from predict(bundle, image, options, slice_index)
-        return UncertaintyMap(binary_entropy(probability), probability, method, 1)
     if bundle.classes != 1:
         raise InputError(f"This model has {bundle.classes} output classes; uncertainty maps need a "
                          "binary model (one output channel) for now.")
+    if method == "entropy":
+        probability = yield from predict(bundle, image, options, slice_index)
+        return UncertaintyMap(binary_entropy(probability), probability, method, 1)
     if method == "tta":
         head = _tta_head(n)
     else:

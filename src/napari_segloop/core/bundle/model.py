@@ -72,6 +72,16 @@ class ModelBundle:
         """Number of output channels."""
         return int(self.config.get("classes", 1))
 
+    @property
+    def class_names(self) -> list[str]:
+        """Names of the K classes of a softmax model, background first (``["foreground"]`` if binary)."""
+        if self.classes == 1:
+            return ["foreground"]
+        names = list(self.settings.class_names or [])
+        if len(names) != self.classes:
+            names = ["background", *(f"class {c}" for c in range(1, self.classes))]
+        return names
+
     def describe(self) -> dict[str, str]:
         """Return an ordered, human-readable summary (``segloop info``, Model dock).
 
@@ -100,13 +110,14 @@ class ModelBundle:
             "parameters": (f"{n_params / 1e6:.2f} M ({n_enc / 1e6:.2f} M in the encoder)"
                            if n_enc else f"{n_params / 1e6:.2f} M (no separate encoder)"),
             "input channels": f"{self.in_channels} ({', '.join(s.channel_names)})",
-            "classes": str(self.classes),
+            "classes": (str(self.classes) if self.classes == 1 else
+                        f"{self.classes} ({', '.join(self.class_names)})"),
             "input multiple": f"{self.input_multiple} px",
             "output": f"{s.output_kind} ({'sigmoid' if self.classes == 1 else 'softmax'})",
             "normalization": norm_text,
             "scale": scale_text,
             "tiling": f"{s.tile_size} px tiles, overlap {s.overlap:g}",
-            "threshold": f"{s.threshold:g}",
+            ("threshold" if self.classes == 1 else "minimum confidence"): f"{s.threshold:g}",
             "post-processing": ", ".join(post) or "none",
         }
         prov = s.provenance or {}

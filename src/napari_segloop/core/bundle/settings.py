@@ -83,15 +83,21 @@ class BundleSettings:
         Default square tile edge in pixels (a multiple of 32).
     overlap : float
         Default fraction of a tile shared with its neighbour, in ``[0, 0.9]``.
-    output_kind : str
+    output_kind : {"binary", "classes"}
         ``"binary"``: one output channel passed through a sigmoid.
+        ``"classes"``: K softmax channels, class 0 background.
     object_polarity : {"bright", "dark", "any"}
         What the objects look like in the images the model was trained on:
         ``bright`` on a dark background (fluorescence; the default model),
         ``dark`` on a bright one, or ``any``. A ``bright`` model warns when an
         image looks inverted (most of it brighter than the middle of its range).
     threshold : float
-        Default threshold; foreground is where probability > threshold.
+        Default threshold; foreground is where probability > threshold. For a
+        K-class model: the minimum confidence, below which a pixel of the
+        class map is left unassigned (0: every pixel gets a class).
+    class_names : list of str or None
+        K-class models: one name per class, background first (None: "background",
+        "class 1", ...).
     postprocess : PostProcess
         Default post-processing (its ``object_diameter``, None in older files,
         is the diameter split touching objects works at).
@@ -105,11 +111,12 @@ class BundleSettings:
     scale_factor: float = 1.0
     tile_size: int = 256
     overlap: float = 0.25
-    output_kind: Literal["binary"] = "binary"
+    output_kind: Literal["binary", "classes"] = "binary"
     object_polarity: Literal["bright", "dark", "any"] = "bright"
     threshold: float = 0.5
     postprocess: PostProcess = field(default_factory=PostProcess)
     provenance: dict[str, Any] = field(default_factory=dict)
+    class_names: list[str] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Return the JSON-serialisable form written to ``segloop.json``."""
@@ -210,9 +217,13 @@ class BundleSettings:
         if self.object_polarity not in ("bright", "dark", "any"):
             problems.append(f"object_polarity {printable(repr(self.object_polarity), 40)} is not "
                             "bright, dark or any")
-        if self.output_kind != "binary":
+        if self.output_kind not in ("binary", "classes"):
             problems.append(f"output kind {printable(repr(self.output_kind), 40)} is not supported "
-                            "(only 'binary')")
+                            "(only 'binary' or 'classes')")
+        cn = self.class_names
+        if cn is not None and (not isinstance(cn, list) or not 2 <= len(cn) <= 32
+                               or not all(isinstance(n, str) and n for n in cn)):
+            problems.append("class_names must be a list of 2 to 32 names")
         if problems:
             raise ModelLoadError(f"{source}: " + "; ".join(problems) + ".")
 

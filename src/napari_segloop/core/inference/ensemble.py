@@ -91,9 +91,10 @@ class EnsemblePrediction:
     Attributes
     ----------
     probability : np.ndarray
-        The members' mean probability, float32.
+        The members' mean probability, float32 (``(K, ...)`` for K classes).
     disagreement : np.ndarray
-        Twice the members' standard deviation, clipped to [0, 1], float32.
+        Twice the members' standard deviation, clipped to [0, 1], float32
+        (with K classes, the largest over the classes).
     members : int
         How many models were averaged.
     """
@@ -145,6 +146,8 @@ def predict_ensemble(
     np.sqrt(m2, out=m2)
     m2 *= 2.0
     np.clip(m2, 0.0, 1.0, out=m2)
+    if members[0].classes > 1:
+        m2 = m2.max(axis=0)  # K classes: the class the members disagree on most
     return EnsemblePrediction(mean, m2, n)
 
 

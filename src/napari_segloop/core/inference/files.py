@@ -37,6 +37,9 @@ def output_for(
         None: the probabilities; a number: ``prob > threshold`` as uint8;
         ``auto``: the bundle's threshold and post-processing
         (:func:`napari_segloop.core.masks.make_mask`), as the Threshold dock shows.
+        A K-class model (``prob`` is ``(K, ...)``) writes its class map instead:
+        the number is the minimum confidence, ``auto`` the model's with its
+        post-processing per class (:func:`~napari_segloop.core.masks.postprocess_classes`).
     object_dims : {2, 3}
         Post-processing of a stack with ``auto``: 2-D objects per slice, or
         3-D objects (minimum size in voxels, 3-D instances).
@@ -48,6 +51,17 @@ def output_for(
     """
     if threshold is None:
         return prob
+    if getattr(bundle, "classes", 1) > 1:
+        # K classes: the class map, with the minimum confidence (auto: the model's) and its
+        # post-processing applied class by class.
+        from napari_segloop.core.evaluation.multiclass import class_map
+        from napari_segloop.core.masks import postprocess_classes
+
+        s = bundle.settings
+        auto = threshold == "auto"
+        cmap = class_map(prob, float(s.threshold if auto else threshold))
+        return postprocess_classes(cmap, bundle.classes, s.postprocess if auto else None,
+                                   object_dims=object_dims)
     if threshold == "auto":
         s = bundle.settings
         pp = s.postprocess
@@ -99,8 +113,9 @@ def predict_file(
         raise InputError(f"{str(exc).rstrip('.')} (the file's axes {axes} give {where}; "
                          "--channel-axis overrides them).") from None
     dims = object_dims
+    spatial = prob.shape[1:] if bundle.classes > 1 else prob.shape
     if dims is None:
-        dims = auto_object_dims(prob.shape, _spatial_axes(axes, image.ndim, prob.ndim))
+        dims = auto_object_dims(spatial, _spatial_axes(axes, image.ndim, len(spatial)))
     write_image(dst, output_for(bundle, prob, threshold, object_dims=dims,
                                 scale=options.scale_factor(bundle)))
     return Path(dst)

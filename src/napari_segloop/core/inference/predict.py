@@ -56,6 +56,11 @@ def probability_head(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tenso
     return probabilities(model(batch))[:, :1]
 
 
+def class_probability_head(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    """The prediction of a K-class model: softmax probabilities of one forward pass, ``(B, K, h, w)``."""
+    return probabilities(model(batch))
+
+
 @dataclass
 class PredictOptions:
     """Settings of one prediction; None means "the bundle's default".
@@ -282,18 +287,19 @@ def predict(
     -------
     np.ndarray
         float32 probabilities in ``[0, 1]``, shaped like the image without its
-        channel axis (or ``(H, W)`` with ``slice_index``).
+        channel axis (or ``(H, W)`` with ``slice_index``). A model with K
+        classes gives ``(K, *shape)``: one softmax channel per class, class 0
+        background (turn it into a class map with
+        :func:`~napari_segloop.core.evaluation.multiclass.class_map`).
 
     Raises
     ------
     InputError
         For images that do not fit the model.
     """
-    if bundle.classes != 1:
-        raise InputError(
-            f"This model has {bundle.classes} output classes; only binary models (one output "
-            "channel) can predict for now."
-        )
+    if bundle.classes > 1:
+        return (yield from predict_channels(bundle, image, options, slice_index,
+                                            class_probability_head, bundle.classes))
     out = yield from predict_channels(bundle, image, options, slice_index)
     return out[0]
 

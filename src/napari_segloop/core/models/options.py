@@ -15,7 +15,8 @@ Semantic mistakes are refused or honoured, never misread:
   the sigmoid itself, so the network is built without it (the weights are the
   same) and the probabilities are what the author meant. Any other activation
   is refused: segloop needs logits.
-* ``classes`` other than 1 is refused: segloop predicts binary masks.
+* ``classes`` is 1 (binary: one sigmoid output) or 2 to ``MAX_CLASSES`` (softmax
+  over that many classes, class 0 background); more is refused.
 * ``aux_params`` (a classification head) is refused.
 """
 
@@ -118,13 +119,16 @@ def _encoder(key: str, value: Any) -> str:
     return check_encoder_name(value)
 
 
+#: The most classes (softmax outputs) a model may have.
+MAX_CLASSES = 32
+
+
 def _classes(key: str, value: Any) -> int:
     if not _is_int(value) or value < 1:
         raise _Bad("must be a whole number >= 1")
-    if value != 1:
-        raise _Bad(f"is {value}, but napari-segloop predicts binary masks (one output channel, "
-                   "classes 1) for now; a model with several classes would be misread")
-    return 1
+    if value > MAX_CLASSES:
+        raise _Bad(f"is {value}; segloop models have at most {MAX_CLASSES} classes")
+    return int(value)
 
 
 def _activation(key: str, value: Any) -> None:

@@ -348,8 +348,10 @@ def create_model(
 
     if in_channels < 1 or classes < 1:
         raise ModelLoadError("in_channels and classes must be at least 1.")
-    if classes != 1:
-        raise ModelLoadError("Only binary models (classes=1) are supported for now.")
+    from napari_segloop.core.models.options import MAX_CLASSES
+
+    if classes > MAX_CLASSES:
+        raise ModelLoadError(f"A model has at most {MAX_CLASSES} classes; got {classes}.")
     weights = None if encoder_weights in (None, "", "none", "None") else str(encoder_weights)
     spec = get_spec(architecture)
     if encoder in (None, ""):
@@ -390,6 +392,9 @@ def create_model(
             settings.normalization = Normalization(kind="percentile", low=1.0, high=99.8)
     if len(settings.channel_names) != in_channels:
         settings.channel_names = [f"channel {i}" for i in range(in_channels)]
+    if classes > 1 and settings.output_kind != "classes":
+        # K softmax classes: the arg-max decides, and no pixel is left unassigned by default.
+        settings.output_kind, settings.threshold = "classes", 0.0
     settings.provenance.setdefault("encoder_weights", weights or "none")
     return ModelBundle(model=model, settings=settings, source="new")
 

@@ -42,6 +42,7 @@ from napari_segloop.core.training.annotations import (
     PlaneTarget,
     annotated_planes,
     check_labels,
+    class_counts,
     plane_target,
 )
 
@@ -96,7 +97,7 @@ class Plane:
     pair: int
     index: tuple[int, ...]
     image: np.ndarray  # (C, H, W) float32, normalised
-    teacher: np.ndarray | None  # (H, W) float32 starting model probabilities
+    teacher: np.ndarray | None  # (1 or K, H, W) float32 starting model probabilities
     target: np.ndarray  # (H, W) float32
     weight: np.ndarray  # (H, W) float32, validation pixels set to 0
     keep: np.ndarray  # (H, W) float32, 1 where the keep term applies
@@ -146,8 +147,8 @@ class TrainingData:
         The bundle's normalisation.
     teacher : callable, optional
         ``teacher(pair_index, stack_index) -> (H, W)`` probabilities of the
-        starting model (at the image's resolution); None when training from
-        scratch.
+        starting model (``(K, H, W)`` with K classes), at the image's
+        resolution; None when training from scratch.
     threshold : float
         The starting model's threshold (its mask is the correction reference).
     scale : float
@@ -162,6 +163,10 @@ class TrainingData:
         Weight of corrected pixels (mode ``correction``).
     max_val_blocks : int
         At most this many validation blocks are scored (a fixed random subset beyond).
+    classes : int
+        K, classes with background (2: binary). With K >= 3 targets hold class
+        indices and the labels follow the K-class convention of
+        :mod:`~napari_segloop.core.training.annotations`.
     """
 
     def __init__(
@@ -178,6 +183,7 @@ class TrainingData:
         input_options: dict[str, Any] | None = None,
         changed_weight: float = 5.0,
         max_val_blocks: int = MAX_VAL_BLOCKS,
+        classes: int = 2,
     ) -> None:
         if not pairs:
             raise InputError("Training needs at least one image with painted labels.")
@@ -193,6 +199,9 @@ class TrainingData:
         self.seed = int(seed)
         self.changed_weight = float(changed_weight)
         self.max_val_blocks = max(1, int(max_val_blocks))
+        self.classes = max(2, int(classes))
+        #: Annotated pixels per class index (0 = background), set by :meth:`build`.
+        self.class_counts = np.zeros(self.classes, np.int64)
         self.notes: list[str] = []
         opts = input_options or {}
         self.prepared: list[PreparedInput] = []
@@ -206,7 +215,7 @@ class TrainingData:
                     f"The labels of {pair.name!r} have shape {labels.shape}, but the image's planes "
                     f"are {prep.output_shape}: paint the labels on a layer of the image's shape."
                 )
-            check_labels(labels, mode, f"labels of {pair.name!r}")
+            check_labels(labels, mode, f"labels of {pair.name!r}", self.classes)
             self.notes.extend(f"{pair.name}: {n}" if len(pairs) > 1 else n for n in prep.notes)
         self.planes: list[Plane] = []
         self._cache: dict[tuple[int, tuple[int, ...]], tuple[np.ndarray, np.ndarray | None]] = {}
@@ -222,18 +231,20 @@ class TrainingData:
             teacher = None
             if self.teacher_fn is not None:
                 teacher = np.asarray(self.teacher_fn(pair, index), dtype=np.float32)
+                if teacher.ndim == 2:
+                    teacher = teacher[None]
             if self.scale != 1.0:
                 image = _zoom_chw(image, self.scale, order=1)
                 if teacher is not None:
-                    teacher = np.clip(_zoom_chw(teacher[None], self.scale, order=1)[0], 0, 1)
+                    teacher = np.clip(_zoom_chw(teacher, self.scale, order=1), 0, 1)
             self._cache[key] = (image, teacher)
         return self._cache[key]
 
     def pending_planes(self, labels: list[np.ndarray] | None = None) -> list[tuple[int, tuple[int, ...]]]:
         """Annotated planes whose image and starting prediction are not prepared yet."""
         labels = labels if labels is not None else [np.asarray(p.labels) for p in self.pairs]
-        return [(i, idx) for i, lab in enumerate(labels) for idx in annotated_planes(lab, self.mode)
-                if (i, idx) not in self._cache]
+        return [(i, idx) for i, lab in enumerate(labels)
+                for idx in annotated_planes(lab, self.mode, self.classes) if (i, idx) not in self._cache]
 
     def prepare_plane(self, pair: int, index: tuple[int, ...]) -> None:
         """Normalise one plane and predict it with the starting model (the slow part of a build)."""
@@ -254,21 +265,25 @@ class TrainingData:
                     f"The labels of {self.pairs[i].name!r} changed shape to {lab.shape}; "
                     f"they must stay {self.prepared[i].output_shape}."
                 )
-            check_labels(lab, self.mode, f"labels of {self.pairs[i].name!r}")
+            check_labels(lab, self.mode, f"labels of {self.pairs[i].name!r}", self.classes)
         targets: list[tuple[int, tuple[int, ...], PlaneTarget]] = []
         n_fg = n_bg = 0
+        counts = np.zeros(self.classes, np.int64)
         for i, lab in enumerate(labels):
-            for index in annotated_planes(lab, self.mode):
+            for index in annotated_planes(lab, self.mode, self.classes):
                 image, _ = self._image_and_teacher(i, index)
                 ref = None
                 if self.mode == "correction":
                     ref_src = self.pairs[i].reference
                     if ref_src is not None:
-                        ref = np.asarray(ref_src[index] if index else ref_src) != 0
+                        ref = np.asarray(ref_src[index] if index else ref_src)
+                        ref = ref if self.classes > 2 else ref != 0
                     elif self.teacher_fn is not None:
-                        ref = np.asarray(self.teacher_fn(i, index)) > self.threshold
+                        start = np.asarray(self.teacher_fn(i, index))
+                        ref = np.argmax(start, axis=0) if self.classes > 2 else start > self.threshold
                 plane = lab[index] if index else lab
-                tgt = plane_target(plane, self.mode, ref, self.changed_weight)
+                tgt = plane_target(plane, self.mode, ref, self.changed_weight, self.classes)
+                counts += class_counts(tgt.target, tgt.weight, self.classes)
                 if self.scale != 1.0:
                     h, w = image.shape[1:]
                     tgt = PlaneTarget(_fit(_zoom_chw(tgt.target[None], self.scale, 0)[0], h, w),
@@ -281,6 +296,12 @@ class TrainingData:
             what = ("no scribbles (paint 1 = foreground and 2 = background)" if self.mode == "scribbles"
                     else "no painted foreground")
             raise InputError(f"The labels have {what}; paint some labels before training.")
+        if self.classes > 2 and (counts == 0).any():
+            missing = [str(c) for c in range(1, self.classes) if counts[c] == 0]
+            what = (f"class {', '.join(missing)}" if missing else
+                    f"background ({self.classes if self.mode == 'scribbles' else 0})")
+            raise InputError(f"The labels have no pixel of {what}: paint every class at least "
+                             "once, so the model learns the difference.")
         if n_fg == 0 or n_bg == 0:
             scribbles = self.mode == "scribbles"
             missing = "foreground (1)" if n_fg == 0 else "background" + (" (2)" if scribbles else "")
@@ -289,6 +310,7 @@ class TrainingData:
                 "learns the difference."
             )
         self.n_foreground, self.n_background = n_fg, n_bg
+        self.class_counts = counts
         self._split(targets)
         self.labels_version += 1
 
@@ -406,7 +428,8 @@ class TrainingData:
         x = np.empty((batch, c, crop, crop), np.float32)
         y = np.empty((batch, 1, crop, crop), np.float32)
         wt = np.empty((batch, 1, crop, crop), np.float32)
-        teach = np.empty((batch, 1, crop, crop), np.float32) if self.has_teacher else None
+        t_ch = self.planes[0].teacher.shape[0] if self.planes[0].teacher is not None else 1
+        teach = np.empty((batch, t_ch, crop, crop), np.float32) if self.has_teacher else None
         keep = np.empty((batch, 1, crop, crop), np.float32) if self.has_teacher else None
         for b in range(batch):
             plane = self.planes[self.train_planes[int(rng.integers(len(self.train_planes)))]]
@@ -428,7 +451,7 @@ class TrainingData:
             x0 = cx - region // 2 + int(rng.integers(-region // 4, region // 4 + 1))
             arrays = [plane.image, plane.target[None], plane.weight[None]]
             if teach is not None:
-                arrays += [plane.teacher[None], plane.keep[None]]
+                arrays += [plane.teacher, plane.keep[None]]
             crops = [_crop(a, y0, x0, region) for a in arrays]
             if region != crop:
                 f = crop / region

@@ -22,7 +22,13 @@ starting model's probabilities on the pixels nobody annotated: scribbles say
 nothing about boundaries, and without it a few interior strokes move every
 boundary of a model that was already good.
 
-torch's ``binary_cross_entropy_with_logits`` does the numerics (with a per-pixel
+With K classes (logits ``(N, K, H, W)``, K >= 2 softmax channels, the target
+holding the class index) the same names mean: ``bce`` the cross-entropy,
+``wbce`` the cross-entropy with class weights ``N / (K N_class)``, ``dice`` the
+soft Dice averaged over the K classes, and the keep term the cross-entropy to
+the starting model's class probabilities minus their entropy (a KL divergence).
+
+torch's ``binary_cross_entropy_with_logits`` and ``cross_entropy`` do the numerics (with a per-pixel
 weight); smp's losses take an ``ignore_index`` but no weight map, so they cannot
 express corrected pixels or class weights per pixel.
 """
@@ -32,10 +38,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["LOSSES", "ClassWeights", "LossKind", "class_weights", "edge_term", "training_loss"]
+__all__ = ["LOSSES", "ClassWeights", "LossKind", "class_weights", "edge_term", "multiclass_weights",
+           "training_loss"]
 
 LossKind = Literal["bce", "wbce", "dice", "bce+dice"]
 #: The losses the user can choose.
@@ -49,6 +57,8 @@ class ClassWeights:
 
     foreground: float = 1.0
     background: float = 1.0
+    #: With K classes: the weight of each class index (0 = background).
+    per_class: tuple[float, ...] | None = None
 
 
 def class_weights(n_foreground: int, n_background: int, foreground: float | None = None) -> ClassWeights:
@@ -75,6 +85,62 @@ def class_weights(n_foreground: int, n_background: int, foreground: float | None
     return ClassWeights(n / (2.0 * n_foreground), n / (2.0 * n_background))
 
 
+def multiclass_weights(counts: np.ndarray | list[int]) -> ClassWeights:
+    """Class weights ``N / (K N_c)`` for the K-class ``wbce``: every class carries 1/K of the loss."""
+    c = np.asarray(counts, dtype=np.float64)
+    n, k = float(c.sum()), len(c)
+    if n <= 0:
+        return ClassWeights(per_class=tuple(1.0 for _ in range(k)))
+    return ClassWeights(per_class=tuple(float(n / (k * v)) if v > 0 else 0.0 for v in c))
+
+
+def _multiclass_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, kind: str,
+                     classes: ClassWeights | None, teacher: torch.Tensor | None,
+                     keep: torch.Tensor | None, keep_weight: float,
+                     ) -> tuple[torch.Tensor | None, dict[str, float]]:
+    """:func:`training_loss` for softmax logits ``(N, K, H, W)`` and class-index targets."""
+    parts: list[torch.Tensor] = []
+    terms: dict[str, float] = {}
+    k = logits.shape[1]
+    idx = target[:, 0].round().long().clamp(0, k - 1)
+    w = weight[:, 0]
+    if float(w.sum()) > 0:
+        if kind in ("bce", "bce+dice", "wbce"):
+            ce = F.cross_entropy(logits, idx, reduction="none")
+            pw = w
+            if kind == "wbce" and classes is not None and classes.per_class is not None:
+                table = torch.tensor(classes.per_class, dtype=logits.dtype, device=logits.device)
+                pw = w * table[idx]
+            ce = (ce * pw).sum() / pw.sum().clamp_min(1e-12)
+            parts.append(ce)
+            terms["wbce" if kind == "wbce" else "bce"] = float(ce.detach())
+        if kind in ("dice", "bce+dice"):
+            prob = torch.softmax(logits, dim=1)
+            one_hot = F.one_hot(idx, k).permute(0, 3, 1, 2).to(prob.dtype)
+            m = (w > 0).to(prob.dtype)[:, None]
+            inter = (m * prob * one_hot).sum(dim=(0, 2, 3))
+            total = (m * prob).sum(dim=(0, 2, 3)) + (m * one_hot).sum(dim=(0, 2, 3))
+            dice = 1.0 - ((2.0 * inter + _EPS) / (total + _EPS)).mean()
+            parts.append(dice)
+            terms["dice"] = float(dice.detach())
+    if teacher is not None and keep is not None and keep_weight > 0 and teacher.shape[1] == k:
+        kw = keep[:, 0]
+        k_sum = kw.sum()
+        if float(k_sum) > 0:
+            t = teacher.clamp_min(1e-6)
+            t = t / t.sum(dim=1, keepdim=True)
+            kl = (t * (t.log() - torch.log_softmax(logits, dim=1))).sum(dim=1)
+            kl = (kl * kw).sum() / k_sum
+            parts.append(keep_weight * kl)
+            terms["keep"] = float(kl.detach())
+    if not parts:
+        return None, terms
+    total_loss = parts[0]
+    for part in parts[1:]:
+        total_loss = total_loss + part
+    return total_loss, terms
+
+
 def _masked_dice(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     prob = torch.sigmoid(logits)
     w = (weight > 0).to(prob.dtype)
@@ -98,7 +164,9 @@ def training_loss(
     Parameters
     ----------
     logits, target, weight : torch.Tensor
-        ``(N, 1, H, W)``; ``weight`` is 0 on unannotated pixels.
+        ``(N, 1, H, W)``; ``weight`` is 0 on unannotated pixels. With K
+        classes the logits are ``(N, K, H, W)`` and the target holds the
+        class index.
     kind : {"bce", "wbce", "dice", "bce+dice"}
         The supervised loss.
     classes : ClassWeights, optional
@@ -121,6 +189,8 @@ def training_loss(
     if kind not in LOSSES:
         raise ValueError(f"unknown loss {kind!r}; use one of {', '.join(LOSSES)}")
     logits = logits.float()
+    if logits.shape[1] > 1:
+        return _multiclass_loss(logits, target, weight, kind, classes, teacher, keep, keep_weight)
     parts: list[torch.Tensor] = []
     terms: dict[str, float] = {}
     w_sum = weight.sum()
@@ -182,13 +252,16 @@ def edge_term(logits: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
     torch.Tensor
         The scalar term.
     """
-    prob = torch.sigmoid(logits.float()[:, :1])
+    logits = logits.float()
+    # K classes: the change of the class probabilities, half their L1 distance.
+    prob = torch.sigmoid(logits[:, :1]) if logits.shape[1] == 1 else torch.softmax(logits, 1)
     x = image.float()
     dy = (x[:, :, 1:, :] - x[:, :, :-1, :]).pow(2).sum(1, keepdim=True)
     dx = (x[:, :, :, 1:] - x[:, :, :, :-1]).pow(2).sum(1, keepdim=True)
     mean = (dy.mean(dim=(1, 2, 3)) + dx.mean(dim=(1, 2, 3))) / 2
     beta = (1.0 / (2.0 * mean.clamp_min(1e-8))).view(-1, 1, 1, 1)
-    ty = torch.exp(-beta * dy) * (prob[:, :, 1:, :] - prob[:, :, :-1, :]).abs()
-    tx = torch.exp(-beta * dx) * (prob[:, :, :, 1:] - prob[:, :, :, :-1]).abs()
+    half = 1.0 if prob.shape[1] == 1 else 0.5
+    ty = torch.exp(-beta * dy) * half * (prob[:, :, 1:, :] - prob[:, :, :-1, :]).abs().sum(1, keepdim=True)
+    tx = torch.exp(-beta * dx) * half * (prob[:, :, :, 1:] - prob[:, :, :, :-1]).abs().sum(1, keepdim=True)
     return (ty.mean() + tx.mean()) / 2
 

@@ -54,6 +54,7 @@ import torch
 
 from napari_segloop.core.bundle.model import ModelBundle
 from napari_segloop.core.errors import InputError
+from napari_segloop.core.evaluation.multiclass import per_class_scores
 from napari_segloop.core.events import (
     Event,
     Notice,
@@ -68,9 +69,16 @@ from napari_segloop.core.inference.devices import autocast_dtype, empty_cache, r
 from napari_segloop.core.inference.predict import PredictOptions, predict
 from napari_segloop.core.inference.threads import apply_threads
 from napari_segloop.core.models.batchnorm import single_value_batchnorm_guard
-from napari_segloop.core.training.annotations import check_mode, labels_digest
+from napari_segloop.core.training.annotations import check_mode, label_classes, labels_digest
 from napari_segloop.core.training.data import BatchPrefetcher, TrainingData, TrainingPair
-from napari_segloop.core.training.losses import LOSSES, class_weights, edge_term, training_loss
+from napari_segloop.core.training.losses import (
+    LOSSES,
+    ClassWeights,
+    class_weights,
+    edge_term,
+    multiclass_weights,
+    training_loss,
+)
 
 __all__ = [
     "TRANSFER_MODES",
@@ -464,8 +472,14 @@ def _better(val: dict[str, float], best: dict[str, float] | None) -> bool:
 def _validate(model: torch.nn.Module, data: TrainingData, cfg: TrainConfig, device: torch.device,
               autocast: torch.dtype | None, channels_last: bool, threshold: float,
               classes: Any, multiple: int) -> dict[str, float]:
-    """Loss, Dice and IoU on the held-out annotations (pooled over the windows)."""
+    """Loss, Dice and IoU on the held-out annotations (pooled over the windows).
+
+    With K classes "dice" and "iou" are the means over the object classes of the
+    per-class values (pixels pooled over the windows; the arg-max is the
+    prediction) and "miou" the mean IoU over all K classes with background.
+    """
     tp = fp = fn = 0.0
+    confusion: np.ndarray | None = None
     loss_sum = 0.0
     n_pix = 0.0
     was_training = model.training
@@ -486,7 +500,8 @@ def _validate(model: torch.nn.Module, data: TrainingData, cfg: TrainConfig, devi
                 device_type=device.type, dtype=autocast or torch.float32, enabled=autocast is not None
             ):
                 logits = model(x)
-            logits = logits.float()[:, :1, :size, :size].cpu()
+            k = logits.shape[1]
+            logits = logits.float()[:, :k if k > 1 else 1, :size, :size].cpu()
             tgt = torch.from_numpy(np.stack([a[1] for a in arrays]))[:, None]
             mask = torch.from_numpy(np.stack([a[2] for a in arrays]))[:, None].float()
             loss, _ = training_loss(logits, tgt, mask, cfg.loss, classes)
@@ -494,6 +509,13 @@ def _validate(model: torch.nn.Module, data: TrainingData, cfg: TrainConfig, devi
             if loss is not None:
                 loss_sum += float(loss) * m
                 n_pix += m
+            if k > 1:
+                sel = mask[:, 0] > 0
+                pred_c = logits.argmax(dim=1)[sel].numpy()
+                true_c = tgt[:, 0][sel].round().long().clamp(0, k - 1).numpy()
+                part = np.bincount(true_c * k + pred_c, minlength=k * k).reshape(k, k)
+                confusion = part if confusion is None else confusion + part
+                continue
             pred = (torch.sigmoid(logits) > threshold).float()
             tp += float((pred * tgt * mask).sum())
             fp += float((pred * (1 - tgt) * mask).sum())
@@ -501,10 +523,21 @@ def _validate(model: torch.nn.Module, data: TrainingData, cfg: TrainConfig, devi
     finally:
         if was_training:
             model.train()
+    if confusion is not None:
+        scores = per_class_scores(confusion)
+        return {"loss": loss_sum / n_pix if n_pix else 0.0, "dice": scores["mean_dice"],
+                "iou": scores["mean_iou"], "miou": scores["miou"]}
     denom = 2 * tp + fp + fn
     dice = 2 * tp / denom if denom > 0 else 1.0
     iou = tp / (tp + fp + fn) if denom > 0 else 1.0
     return {"loss": loss_sum / n_pix if n_pix else 0.0, "dice": dice, "iou": iou}
+
+
+def _weights(data: TrainingData, cfg: TrainConfig) -> ClassWeights:
+    """Class weights of the weighted loss: foreground/background, or one per class with K classes."""
+    if data.classes > 2:
+        return multiclass_weights(data.class_counts)
+    return class_weights(data.n_foreground, data.n_background, cfg.pos_weight)
 
 
 def _lr_factor(progress: float, step: int, warmup: int = 10) -> float:
@@ -523,6 +556,10 @@ def _fractions(bundle: ModelBundle, data: TrainingData, options: PredictOptions,
         opts = copy.copy(options)
         opts.rgb = pair.rgb
         prob = run_to_end(predict(bundle, pair.image, opts, slice_index=plane.index))
+        if prob.ndim == 3:  # K classes: the arg-max is not background
+            fg += int((prob.argmax(axis=0) > 0).sum())
+            total += prob[0].size
+            continue
         fg += int((prob > threshold).sum())
         total += prob.size
     return fg / total if total else 0.0
@@ -557,8 +594,6 @@ def train(
     """
     cfg = (config or TrainConfig()).checked()
     control = control or TrainControl()
-    if start.classes != 1:
-        raise InputError("Only binary models (one output channel) can be trained for now.")
     threads = apply_threads(cfg.threads)
     choice = resolve_device(cfg.device)
     device = choice.device
@@ -591,6 +626,7 @@ def train(
         val_fraction=cfg.val_fraction, seed=seed,
         input_options={"channel_axis": cfg.channel_axis, "convert": cfg.convert, "channel": cfg.channel},
         changed_weight=cfg.changed_weight, max_val_blocks=cfg.max_val_blocks,
+        classes=label_classes(start.classes),
     )
     for note in data.notes:
         yield Notice(note)
@@ -604,7 +640,7 @@ def train(
     if not data.held_out:
         yield Notice("Too few annotations to hold any out: validation uses the training "
                      "annotations, so it cannot detect over-fitting. Paint in more places.", "warning")
-    classes = class_weights(data.n_foreground, data.n_background, cfg.pos_weight)
+    classes = _weights(data, cfg)
 
     model = copy.deepcopy(start.model).to(device)
     autocast, use_scaler, channels_last = precision_plan(device, cfg.amp)
@@ -705,7 +741,7 @@ def train(
                     prefetch.discard()  # drawn from the old labels; never read mid-build
                     data.build(fresh)
                     labels = fresh
-                    classes = class_weights(data.n_foreground, data.n_background, cfg.pos_weight)
+                    classes = _weights(data, cfg)
                     yield Notice(f"New labels picked up at step {step} ({data.n_foreground} foreground, "
                                  f"{data.n_background} background pixels; before {before[0]}, {before[1]}).")
                     if baseline is not None and teacher_bundle is not None:
