@@ -73,6 +73,7 @@ def test_panel_and_the_single_docks_are_contributed(manifest):
         "Predict": "napari_segloop.widgets.predict_dock:PredictDock",
         "Threshold": "napari_segloop.widgets.threshold_dock:ThresholdDock",
         "Confusion": "napari_segloop.widgets.confusion_dock:ConfusionDock",
+        "Classes": "napari_segloop.widgets.classes_dock:ClassesDock",
         "Fine-tune": "napari_segloop.widgets.finetune_dock:FinetuneDock",
         "Uncertainty": "napari_segloop.widgets.uncertainty_dock:UncertaintyDock",
     }

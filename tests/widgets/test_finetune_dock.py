@@ -256,3 +256,51 @@ def test_a_new_model_of_a_preset_architecture_trains_from_scratch(setup, wait_jo
     bundle = load_bundle(target)
     assert bundle.architecture == "AttentionUNet" and bundle.config["base_channels"] == 4
     assert session.bundle.source == target
+
+
+def test_a_new_three_class_model_trains_on_class_scribbles_with_a_class_preview(setup, wait_job,
+                                                                               monkeypatch, qtbot):
+    from napari_segloop.core.synthetic import border_classes, simulate_class_scribbles
+    from napari_segloop.widgets.outputs import find_output
+
+    _fast(monkeypatch)
+    viewer, dock, _, session, image, _truth = setup
+    dock.start_combo.setCurrentIndex(dock.start_combo.findData("new"))
+    dock.new_form.preset_combo.setCurrentText("U-Net, classic (2015)")
+    dock.new_form.base_spin.setValue(4)
+    dock.new_form.classes_spin.setValue(3)
+    dock.new_form.names_edit.setText("background, inside")  # one name short: refused
+    assert dock.train() is False
+    dock.new_form.names_edit.setText("background, inside, edge")
+    layer = dock.new_scribble_layer()
+    assert list(layer.features["class"]) == ["not annotated", "inside", "edge", "background"]
+    assert "3 = background" in dock.status.text()
+    from napari_segloop.core.synthetic import make_nuclei
+
+    _, instances = make_nuclei((128, 128), seed=8)
+    layer.data = simulate_class_scribbles(border_classes(instances), 3, fraction=0.03, seed=1)
+    dock.steps_spin.setValue(6)
+    assert dock.train()
+    wait_job(session)
+    bundle = session.bundle
+    assert bundle.classes == 3 and bundle.class_names == ["background", "inside", "edge"]
+    assert bundle.architecture == "ClassicUNet"
+    # the live preview showed class probabilities and a class map
+    entry = session.probability(image)
+    assert entry is not None and entry.classes is not None and entry.classes.classes == 3
+    assert find_output(viewer, "classes", "cells") is not None
+
+
+def test_the_model_dock_creates_a_named_three_class_model(setup, wait_job, notifications):
+    _viewer, _, model_dock, session, _, _ = setup
+    model_dock.new_form.arch_combo.setCurrentText("Unet")
+    model_dock.new_form.encoder_combo.setCurrentText("tu-lcnet_050")
+    model_dock.new_form.classes_spin.setValue(4)
+    model_dock.new_form.names_edit.setText("bg,a,b")
+    assert model_dock.create_new() is False
+    assert any("3 class name(s) for 4 classes" in n.message for n in notifications())
+    model_dock.new_form.names_edit.setText("bg,a,b,c")
+    assert model_dock.create_new()
+    wait_job(session)
+    assert session.bundle.classes == 4 and session.bundle.class_names == ["bg", "a", "b", "c"]
+    assert session.bundle.settings.output_kind == "classes"

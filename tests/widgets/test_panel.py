@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 SCREEN = (1600, 1000)
-DOCKS = ("Model", "Predict", "Threshold", "Confusion", "Fine-tune", "Uncertainty")
+DOCKS = ("Model", "Predict", "Threshold", "Confusion", "Classes", "Fine-tune", "Uncertainty")
 
 
 def _proxy(viewer):
@@ -60,7 +60,8 @@ def test_panel_fits_a_1600x1000_window(window, qtbot):
     viewer, panel = window
     assert [s.title for s in panel.sections.values()] == list(DOCKS)  # workflow order
     assert {t: panel.section(t).isExpanded() for t in DOCKS} == {
-        "Model": True, "Predict": True, "Threshold": True, "Confusion": False, "Fine-tune": False,
+        "Model": True, "Predict": True, "Threshold": True, "Confusion": False, "Classes": False,
+        "Fine-tune": False,
         "Uncertainty": False}
     assert panel.minimumSizeHint().height() <= 200  # a few lines; the rest scrolls
     _assert_fits(viewer, panel)

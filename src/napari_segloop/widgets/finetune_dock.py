@@ -72,14 +72,11 @@ LOSS_LABELS = {"bce+dice": "BCE + Dice", "bce": "BCE", "wbce": "weighted BCE (ra
 def finetune_job(start: Any, new_model: NewModelChoice | None, pairs: list[Any], config: Any,
                  folder: str, control: Any) -> Any:
     """The worker's generator: create the new model if asked, then train and save."""
-    from napari_segloop.core.models.registry import create_model
     from napari_segloop.core.training.runs import train_to_folder
 
     if new_model is not None:
         yield Progress(0, 1, "creating the new model")
-        start = create_model(new_model.architecture, new_model.encoder,
-                             in_channels=start.in_channels if start else 1, classes=1,
-                             encoder_weights=new_model.weights, **new_model.options)
+        start = new_model.build(start.in_channels if start else 1)
     return (yield from train_to_folder(start, pairs, config, folder, control))
 
 
@@ -90,14 +87,48 @@ def scribble_colormap() -> Any:
     return DirectLabelColormap(color_dict=SCRIBBLE_COLORS)
 
 
-def add_scribble_layer(viewer: Any, image: Any, model_channels: int) -> Any:
-    """Add an empty scribble layer of ``image``'s shape, in paint mode with label 1 (object)."""
+def class_scribble_colormap(classes: int) -> Any:
+    """Scribble colours for K classes: 1 .. K-1 the class-map colours, K (background) blue."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    from napari_segloop.widgets.class_state import class_colors
+
+    colors: dict[Any, Any] = dict(class_colors(classes))
+    colors[classes] = SCRIBBLE_COLORS[2]
+    colors[None] = SCRIBBLE_COLORS[None]
+    return DirectLabelColormap(color_dict=colors)
+
+
+def scribble_help(class_names: list[str]) -> str:
+    """What to paint with which label, for a model with these classes (one name: binary)."""
+    if len(class_names) <= 2:
+        return ("Paint objects with label 1 (yellow) and background with label 2 (blue), a few "
+                "strokes each, then press Train.")
+    k = len(class_names)
+    classes = ", ".join(f"{c} = {name}" for c, name in enumerate(class_names) if c)
+    return (f"{k} classes: paint with label {classes}, and {k} = background (blue); 0 is "
+            "not annotated. A few strokes of each, then press Train.")
+
+
+def add_scribble_layer(viewer: Any, image: Any, model_channels: int,
+                       class_names: list[str] | None = None) -> Any:
+    """Add an empty scribble layer of ``image``'s shape, in paint mode with label 1 (object).
+
+    With ``class_names`` of K >= 3 classes, labels 1 .. K-1 paint the classes and K background.
+    """
     lay = layout(image, model_channels)
+    names = list(class_names or [])
+    if len(names) >= 3:
+        cmap = class_scribble_colormap(len(names))
+        features = {"class": ["not annotated", *names[1:], "background"]}
+    else:
+        cmap = scribble_colormap()
+        features = {"class": ["not annotated", "object", "background"]}
     layer = viewer.add_labels(
         np.zeros(lay.output_shape, np.uint8), name=f"{image.name} scribbles",
         scale=lay.scale, translate=lay.translate, opacity=0.8,
-        colormap=scribble_colormap(),
-        features={"class": ["not annotated", "object", "background"]},
+        colormap=cmap,
+        features=features,
         metadata={METADATA_KEY: {"role": SCRIBBLE_ROLE, "image": image.name}},
     )
     layer.mode = "paint"
@@ -299,12 +330,25 @@ class FinetuneDock(QWidget):
         if image is None:
             show_error("Open or choose an image first.")
             return None
-        layer = add_scribble_layer(self.viewer, image, self._model_channels())
+        names = self._class_names()
+        layer = add_scribble_layer(self.viewer, image, self._model_channels(), names)
         self.labels_combo.set_layer(layer)
         self._set_mode("scribbles")
-        self.status.setText("Paint objects with label 1 (yellow) and background with label 2 "
-                            "(blue), a few strokes each, then press Train.")
+        self.status.setText(scribble_help(names))
         return layer
+
+    def _class_names(self) -> list[str]:
+        """The classes the next run trains: the new model's, or the current model's."""
+        if self.start_combo.currentData() == "new":
+            choice = self.new_form.choice()
+            if choice.classes >= 3:
+                return list(choice.class_names or ["background",
+                                                   *(f"class {c}" for c in range(1, choice.classes))])
+            return ["background", "object"]
+        bundle = self.session.bundle
+        if bundle is not None and bundle.classes > 1:
+            return bundle.class_names
+        return ["background", "object"]
 
     def correction_layer(self, image: Any = None) -> Any:
         """Copy the plugin's ``<image> mask`` into a new Labels layer to correct."""
@@ -435,6 +479,9 @@ class FinetuneDock(QWidget):
             show_error(str(exc))
             return False
         folder = Path(self.folder_edit.text().strip() or self.settings.models_folder).expanduser()
+        if new and (problem := self.new_form.names_problem()) is not None:
+            show_error(problem)
+            return False
         choice = self.new_form.choice()
         base = choice.label if new else version_label(start)
         target = next_version_path(folder, base)
@@ -453,8 +500,9 @@ class FinetuneDock(QWidget):
         new_model = choice if new else None
         worker = create_job_worker(finetune_job, start, new_model, pairs, config, str(target), control,
                                    desc="segloop: training")
+        names = self._class_names()
         self._run = {"target": target, "layers": label_layers, "image": weakref.ref(chosen[0][0]),
-                     "inputs": {}, "cancel": False}
+                     "inputs": {}, "cancel": False, "class_names": names if len(names) >= 3 else None}
         for layer in label_layers:
             layer.events.paint.connect(self._painted)
             layer.events.data.connect(self._painted)
@@ -539,6 +587,16 @@ class FinetuneDock(QWidget):
         ref, inp = entry
         image = ref()
         if image is None or image not in self.viewer.layers:
+            return
+        prob = event.probabilities
+        if prob.ndim == 3 and self._run.get("class_names"):  # one plane of K classes
+            # K classes: one plane's class map, small enough for the UI thread.
+            from napari_segloop.core.evaluation.multiclass import class_map
+            from napari_segloop.widgets.class_state import ClassPrediction
+            from napari_segloop.widgets.layer_io import write_class_prediction
+
+            pred = ClassPrediction(prob, class_map(prob), self._run["class_names"])
+            write_class_prediction(self.viewer, self.session, image, pred, inp)
             return
         write_probability(self.viewer, self.session, image, event.probabilities, inp)
 

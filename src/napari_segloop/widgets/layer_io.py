@@ -219,6 +219,7 @@ def write_probability(
             isinstance(current, np.ndarray)
             and current.shape == lay.output_shape
             and current.dtype == np.float32
+            and (previous is None or previous.classes is None)  # not a view of K-class probabilities
         )
         data = current if reuse else np.zeros(lay.output_shape, dtype=np.float32)
         data[inp.slice_index] = result
@@ -244,4 +245,84 @@ def write_probability(
         image,
         ProbabilityMap(weakref.ref(layer), data, session.model_version, complete, slices),
     )
+    return layer
+
+
+CLASSES_ROLE = "classes"
+
+
+def class_map_colormap(classes: int) -> Any:
+    """The colormap of ``<image> classes``: one colour per class, unassigned grey."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    from napari_segloop.widgets.class_state import class_colors
+
+    return DirectLabelColormap(color_dict=class_colors(classes))
+
+
+def write_class_prediction(
+    viewer: Any,
+    session: Session,
+    image: Any,
+    result: Any,
+    inp: PredictInput,
+    shown: int | None = None,
+) -> Any:
+    """Show a K-class prediction: ``<image> probability`` (one class) and ``<image> classes``.
+
+    ``result`` is a :class:`~napari_segloop.widgets.class_state.ClassPrediction`
+    for the whole image or for ``inp.slice_index`` (written into the previous
+    full-size prediction of the same classes). The probability layer shows
+    class ``shown`` (by default the one shown before, else class 1) as a view
+    of the K-channel array: no copy. Returns the probability layer.
+    """
+    from napari_segloop.widgets.outputs import write_labels
+
+    image = unwrap(image)
+    lay = inp.layout
+    previous = session.probability(image)
+    before = previous.classes if previous is not None else None
+    if inp.slice_index is not None:
+        same_model = previous is not None and previous.model_version == session.model_version
+        result = result.merged_into(before if same_model else None, lay.output_shape, inp.slice_index)
+    k = result.classes
+    if shown is None:
+        shown = previous.shown if previous is not None and before is not None else 1
+    shown = int(min(max(shown, 0), k - 1))
+    data = result.probabilities[shown]
+    layer = find_probability_layer(viewer, session, image)
+    mark = {"role": PROBABILITY_ROLE, "image": image.name, "class": result.names[shown]}
+    if layer is None:
+        layer = viewer.add_image(data, name=probability_name(image), scale=lay.scale,
+                                 translate=lay.translate, metadata={METADATA_KEY: mark},
+                                 **PROBABILITY_STYLE)
+    else:
+        layer.data = data
+        layer.scale = lay.scale
+        layer.translate = lay.translate
+        layer.contrast_limits = PROBABILITY_STYLE["contrast_limits"]
+        layer.metadata[METADATA_KEY] = {**layer.metadata.get(METADATA_KEY, {}), **mark}
+    complete = inp.slice_index is None
+    session.set_probability(image, ProbabilityMap(weakref.ref(layer), data, session.model_version,
+                                                  complete, set(result.slices), result, shown))
+    write_labels(viewer, CLASSES_ROLE, image.name, result.class_map, layer,
+                 colormap=class_map_colormap(k), colormap_key=f"classes-{k}", opacity=0.5)
+    return layer
+
+
+def show_class(viewer: Any, session: Session, image: Any, shown: int) -> Any:
+    """Point ``<image> probability`` at class ``shown`` of the image's K-class prediction (no copy)."""
+    image = unwrap(image)
+    entry = session.probability(image)
+    if entry is None or entry.classes is None:
+        return None
+    layer = entry.layer()
+    pred = entry.classes
+    shown = int(min(max(shown, 0), pred.classes - 1))
+    data = pred.probabilities[shown]
+    session.set_probability(image, replace(entry, data=data, shown=shown))
+    if layer is not None and layer in unwrap(viewer).layers:
+        layer.data = data
+        layer.metadata[METADATA_KEY] = {**layer.metadata.get(METADATA_KEY, {}),
+                                        "class": pred.names[shown]}
     return layer

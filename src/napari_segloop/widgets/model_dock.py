@@ -67,11 +67,14 @@ def save_job(bundle: Any, folder: str, overwrite: bool, mask: Any) -> Generator[
 
 
 def create_job(architecture: str, encoder: str, in_channels: int, encoder_weights: str | None,
-               options: dict[str, Any] | None = None) -> Generator[Progress, None, Any]:
-    """Create a new, untrained model in a worker."""
+               options: dict[str, Any] | None = None, classes: int = 1,
+               class_names: list[str] | None = None) -> Generator[Progress, None, Any]:
+    """Create a new, untrained model in a worker (``classes``: 1 binary, K >= 2 softmax)."""
     yield Progress(0, 1, "creating")
-    bundle = core_bundle.create_model(architecture, encoder, in_channels, 1, encoder_weights,
+    bundle = core_bundle.create_model(architecture, encoder, in_channels, classes, encoder_weights,
                                       **(options or {}))
+    if class_names and classes > 1:
+        bundle.settings.class_names = list(class_names)
     yield Progress(1, 1)
     return bundle
 
@@ -450,10 +453,16 @@ class ModelDock(QWidget):
 
     def create_new(self) -> bool:
         """Create an untrained model with the choices in the "New model" section."""
+        from napari.utils.notifications import show_error
+
+        if (problem := self.new_form.names_problem()) is not None:
+            show_error(problem)
+            return False
         choice = self.new_form.choice()
         arch, encoder, weights = choice.architecture, choice.encoder, choice.weights
         channels = self.new_channels_spin.value()
         worker = create_job_worker(create_job, arch, encoder, channels, weights, choice.options,
+                                   choice.model_classes, list(choice.class_names or []) or None,
                                    desc="segloop: creating model")
 
         def done(result: Any) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QSpinBox, QWidget
+from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLineEdit, QSpinBox, QWidget
 
 from napari_segloop.core.models.presets import PRESETS, find_preset
 from napari_segloop.core.models.registry import allowed_options, architectures, get_spec
@@ -32,6 +32,25 @@ class NewModelChoice:
     encoder: str
     weights: str
     options: dict[str, Any] = field(default_factory=dict)
+    #: Classes with background: 2 is binary (one sigmoid output), K >= 3 a softmax model.
+    classes: int = 2
+    #: Names of the K classes, background first (None: "background", "class 1", ...).
+    class_names: tuple[str, ...] | None = None
+
+    @property
+    def model_classes(self) -> int:
+        """The ``classes`` argument of ``create_model``: 1 for binary, else K."""
+        return 1 if self.classes <= 2 else int(self.classes)
+
+    def build(self, in_channels: int) -> Any:
+        """Create the untrained model (call it in a worker: building can take a while)."""
+        from napari_segloop.core.models.registry import create_model
+
+        bundle = create_model(self.architecture, self.encoder, in_channels, self.model_classes,
+                              self.weights, **self.options)
+        if self.class_names and self.classes >= 3:
+            bundle.settings.class_names = list(self.class_names)
+        return bundle
 
     @property
     def label(self) -> str:
@@ -85,6 +104,16 @@ class NewModelForm(QWidget):
         self.attention_check = QCheckBox("attention gates")
         self.deep_check = QCheckBox("deep supervision")
         self.deep_check.setToolTip("Train an output head at every decoder level (UNet 3+).")
+        self.classes_spin = QSpinBox()
+        self.classes_spin.setRange(2, 32)
+        self.classes_spin.setValue(2)
+        self.classes_spin.setToolTip(
+            "Classes with background. 2: objects and background (binary). 3 or more: a softmax "
+            "model; scribbles then use 1 to K-1 for the classes and K for background, dense "
+            "labels 0 for background and 1 to K-1 for the classes.")
+        self.names_edit = QLineEdit()
+        self.names_edit.setPlaceholderText("background, nucleus, border")
+        self.names_edit.setToolTip("Optional names of the classes, background first, separated by commas.")
         form.addRow("Preset", self.preset_combo)
         form.addRow("Architecture", self.arch_combo)
         form.addRow("Encoder", self.encoder_combo)
@@ -92,6 +121,9 @@ class NewModelForm(QWidget):
         form.addRow("Base width", self.base_spin)
         form.addRow("", self.attention_check)
         form.addRow("", self.deep_check)
+        form.addRow("Classes", self.classes_spin)
+        form.addRow("Class names", self.names_edit)
+        self.classes_spin.valueChanged.connect(self._update_enabled)
         self._filling = False
         self._applied: NewModelChoice | None = None
         #: Settings of the last preset that no field shows (kept while its architecture is chosen).
@@ -135,6 +167,7 @@ class NewModelForm(QWidget):
         self.deep_check.setEnabled(self._takes("deep_supervision"))
         self.encoder_combo.setEnabled(get_spec(self.arch_combo.currentText()).encoders != ("plain",))
         self.weights_combo.setEnabled(not plain)
+        self.names_edit.setEnabled(self.classes_spin.value() >= 3)
 
     def _preset_changed(self, label: str) -> None:
         if label == CUSTOM:
@@ -176,4 +209,20 @@ class NewModelForm(QWidget):
         if self.deep_check.isEnabled():
             options["deep_supervision"] = self.deep_check.isChecked()
         weights = self.weights_combo.currentText() if self.weights_combo.isEnabled() else "none"
-        return NewModelChoice(arch, self.encoder_combo.currentText().strip(), weights, options)
+        k = self.classes_spin.value()
+        names = tuple(n.strip() for n in self.names_edit.text().split(",") if n.strip())
+        return NewModelChoice(arch, self.encoder_combo.currentText().strip(), weights, options, k,
+                              names if len(names) == k and k >= 3 else None)
+
+    def names_problem(self) -> str | None:
+        """Why the class names cannot be used (None when they can, or none are given)."""
+        k = self.classes_spin.value()
+        names = [n.strip() for n in self.names_edit.text().split(",") if n.strip()]
+        if not names:
+            return None
+        if k < 3:
+            return "Class names are for models of 3 or more classes; leave them empty for a binary model."
+        if len(names) != k:
+            return (f"{len(names)} class name(s) for {k} classes: give one per class, background "
+                    "first, separated by commas.")
+        return None

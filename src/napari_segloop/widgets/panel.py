@@ -38,6 +38,7 @@ DOCKS: dict[str, tuple[str, str]] = {
     "Predict": ("napari_segloop.widgets.predict_dock", "PredictDock"),
     "Threshold": ("napari_segloop.widgets.threshold_dock", "ThresholdDock"),
     "Confusion": ("napari_segloop.widgets.confusion_dock", "ConfusionDock"),
+    "Classes": ("napari_segloop.widgets.classes_dock", "ClassesDock"),
     "Fine-tune": ("napari_segloop.widgets.finetune_dock", "FinetuneDock"),
     "Uncertainty": ("napari_segloop.widgets.uncertainty_dock", "UncertaintyDock"),
 }
@@ -48,6 +49,7 @@ SECTIONS: tuple[tuple[str, bool], ...] = (
     ("Predict", True),
     ("Threshold", True),
     ("Confusion", False),
+    ("Classes", False),
     ("Fine-tune", False),
     ("Uncertainty", False),
 )
@@ -315,6 +317,11 @@ class SegloopPanel(QWidget):
     def confusion_dock(self) -> Any:
         """The :class:`~napari_segloop.widgets.confusion_dock.ConfusionDock` (made on first access)."""
         return self.sections["Confusion"].widget()
+
+    @property
+    def classes_dock(self) -> Any:
+        """The :class:`~napari_segloop.widgets.classes_dock.ClassesDock` (made on first access)."""
+        return self.sections["Classes"].widget()
 
     @property
     def finetune_dock(self) -> Any:

@@ -39,6 +39,7 @@ from napari_segloop.core.inference.normalize import CONVERSIONS as CORE_CONVERSI
 from napari_segloop.core.inference.predict import PredictOptions, predict
 from napari_segloop.core.inference.threads import apply_threads, available_cores, resolve_threads
 from napari_segloop.widgets import layer_io
+from napari_segloop.widgets.class_state import ClassPrediction
 from napari_segloop.widgets.jobs import (
     JobFailed,
     ModelReady,
@@ -66,7 +67,14 @@ def predict_job(
     """
     apply_threads(threads)
     bundle, data = yield from read_and_load(bundle, data)
-    return (yield from predict(bundle, data, options))
+    prob = yield from predict(bundle, data, options)
+    if bundle.classes > 1:
+        # K classes: the class map at the model's minimum confidence, made here, not on the UI thread.
+        from napari_segloop.core.evaluation.multiclass import class_map
+
+        minimum = float(bundle.settings.threshold)
+        return ClassPrediction(prob, class_map(prob, minimum), bundle.class_names, minimum)
+    return prob
 
 
 def default_model_available() -> bool:
@@ -478,7 +486,10 @@ class PredictDock(QWidget):
             show_info(text)
             self.status.setText(text)
             return
-        out = layer_io.write_probability(self.viewer, self.session, image, result, state.inp)
+        if isinstance(result, ClassPrediction):
+            out = layer_io.write_class_prediction(self.viewer, self.session, image, result, state.inp)
+        else:
+            out = layer_io.write_probability(self.viewer, self.session, image, result, state.inp)
         self.status.setText(f"Done: {out.name}.")
         try:
             self.command_edit.setText(predict_command(state.bundle, state.options, state.image_path,

@@ -88,6 +88,11 @@ class ProbabilityMap:
         some slices were (those in ``slices``).
     slices : set of tuple of int
         Stack positions predicted by "current slice" runs.
+    classes : ClassPrediction, optional
+        A K-class model's prediction (all K probabilities and the class map);
+        ``data`` is then the probability of class ``shown``.
+    shown : int
+        The class whose probability ``data`` holds (K-class predictions).
     """
 
     layer: weakref.ref
@@ -95,6 +100,8 @@ class ProbabilityMap:
     model_version: int
     complete: bool = True
     slices: set[tuple[int, ...]] = field(default_factory=set)
+    classes: Any = None
+    shown: int = 1
 
 
 @dataclass
