@@ -17,7 +17,13 @@ MODEL_PLACEHOLDER = "MODEL_FOLDER"
 
 
 def model_arguments(bundle: ModelBundle) -> list[str]:
-    """The ``--model`` (and, for a plain state dict, ``--arch/--encoder``) arguments."""
+    """The ``--model`` (and, for a plain state dict, ``--arch/--encoder``) arguments.
+
+    An ensemble gives one ``--model`` per member.
+    """
+    members = getattr(bundle, "members", None)
+    if members is not None:
+        return [arg for member in members for arg in model_arguments(member)]
     source = str(bundle.source)
     if source == "default":
         return ["--model", "default"]
@@ -55,7 +61,7 @@ def predict_command(
     str
         A shell command line (arguments quoted where needed).
     """
-    resolved = options.resolved(bundle)
+    resolved = options.resolved(getattr(bundle, "members", [bundle])[0])
     image = image_path or IMAGE_PLACEHOLDER
     output = f"{Path(image).stem}_probability.tif"
     args = ["segloop", "predict", image, *model_arguments(bundle), "--output", output,

@@ -23,6 +23,8 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QListWidget,
+    QListWidgetItem,
     QProgressBar,
     QPushButton,
     QSpinBox,
@@ -35,6 +37,7 @@ from napari_segloop.cli.equivalent import predict_command
 from napari_segloop.core import bundle as core_bundle
 from napari_segloop.core.errors import SegloopError
 from napari_segloop.core.events import Notice, Progress
+from napari_segloop.core.inference.ensemble import Ensemble, predict_ensemble
 from napari_segloop.core.inference.normalize import CONVERSIONS as CORE_CONVERSIONS
 from napari_segloop.core.inference.predict import PredictOptions, predict
 from napari_segloop.core.inference.threads import apply_threads, available_cores, resolve_threads
@@ -67,14 +70,36 @@ def predict_job(
     """
     apply_threads(threads)
     bundle, data = yield from read_and_load(bundle, data)
-    prob = yield from predict(bundle, data, options)
-    if bundle.classes > 1:
+    disagreement = None
+    if isinstance(bundle, Ensemble):
+        out = yield from predict_ensemble(bundle, data, options)
+        prob, disagreement = out.probability, out.disagreement
+        first = bundle.members[0]
+    else:
+        prob = yield from predict(bundle, data, options)
+        first = bundle
+    result: Any = prob
+    if first.classes > 1:
         # K classes: the class map at the model's minimum confidence, made here, not on the UI thread.
         from napari_segloop.core.evaluation.multiclass import class_map
 
-        minimum = float(bundle.settings.threshold)
-        return ClassPrediction(prob, class_map(prob, minimum), bundle.class_names, minimum)
-    return prob
+        minimum = float(first.settings.threshold)
+        result = ClassPrediction(prob, class_map(prob, minimum), first.class_names, minimum)
+    if disagreement is not None:
+        # The display range is found here, not on napari's thread (a whole pass over the map).
+        return EnsembleOutput(result, disagreement, len(bundle.members),
+                              max(1e-3, float(disagreement.max())))
+    return result
+
+
+@dataclass
+class EnsembleOutput:
+    """What :func:`predict_job` returns for an ensemble: the mean and where the members disagree."""
+
+    result: Any  # np.ndarray (binary) or ClassPrediction
+    disagreement: np.ndarray
+    members: int
+    top: float
 
 
 def default_model_available() -> bool:
@@ -192,6 +217,22 @@ class PredictDock(QWidget):
         self.tiling_section.addWidget(tiling)
         layout.addWidget(self.tiling_section)
 
+        self.ensemble_section = QCollapsible("Ensemble", self)
+        ensemble = QWidget()
+        ensemble_layout = QVBoxLayout(ensemble)
+        ensemble_layout.setContentsMargins(0, 0, 0, 0)
+        hint = QLabel("Check two or more models of this session to average their probabilities; "
+                      "where they disagree becomes '<image> uncertainty' (also the Uncertainty "
+                      "dock's 'ensemble' method).")
+        hint.setWordWrap(True)
+        ensemble_layout.addWidget(hint)
+        self.ensemble_list = QListWidget()
+        self.ensemble_list.setMaximumHeight(110)
+        self.ensemble_list.itemChanged.connect(self._ensemble_changed)
+        ensemble_layout.addWidget(self.ensemble_list)
+        self.ensemble_section.addWidget(ensemble)
+        layout.addWidget(self.ensemble_section)
+
         buttons = QHBoxLayout()
         self.run_button = QPushButton("Run")
         self.run_button.clicked.connect(self.run)
@@ -273,9 +314,11 @@ class PredictDock(QWidget):
         pairs = [
             (self.session.model_changed, self._on_model_changed),
             (self.session.busy_changed, self._update_enabled),
+            (self.session.versions_changed, self._fill_ensemble),
         ]
         for signal, slot in pairs:
             signal.connect(slot)
+        self._fill_ensemble()
 
         dock = self
 
@@ -331,7 +374,10 @@ class PredictDock(QWidget):
             if layer is None:
                 self.status.setText("Open or choose an image layer.")
             return
+        members = self.ensemble_members()
         try:
+            if len(members) >= 2:
+                Ensemble(members)  # models of one task (same channels and classes)
             inp = layer_io.read_input(layer, self.viewer, self.options(), bundle.in_channels,
                                       slice_only=False, probe=True)
             layer_io.check_input(inp, bundle.in_channels)
@@ -339,7 +385,7 @@ class PredictDock(QWidget):
         except SegloopError as exc:
             self.status.setText(str(exc))
         else:
-            self.status.setText("")
+            self.status.setText(f"Ensemble of {len(members)} models." if len(members) >= 2 else "")
 
     def _update_enabled(self, *_: Any) -> None:
         busy = self.session.busy
@@ -404,6 +450,14 @@ class PredictDock(QWidget):
         if layer is None or self.run_state is not None or self.session.busy:
             return False
         bundle = self.session.bundle
+        members = self.ensemble_members()
+        if len(members) >= 2:
+            try:
+                bundle = Ensemble(members)
+            except SegloopError as exc:
+                show_error(str(exc))
+                self.status.setText(str(exc))
+                return False
         options = self.options()
         if options.device not in ("auto", *self.session.devices):
             text = self.unavailable_device_message(options.device)
@@ -414,7 +468,8 @@ class PredictDock(QWidget):
         try:
             inp = layer_io.read_input(layer, self.viewer, options, self._model_channels(), slice_only)
             if bundle is not None:
-                options.resolved(bundle)
+                for member in getattr(bundle, "members", [bundle]):
+                    options.resolved(member)
                 layer_io.check_input(inp, bundle.in_channels)
         except SegloopError as exc:
             show_error(f"{layer.name}: {exc}")
@@ -486,10 +541,15 @@ class PredictDock(QWidget):
             show_info(text)
             self.status.setText(text)
             return
+        ensemble = result if isinstance(result, EnsembleOutput) else None
+        if ensemble is not None:
+            result = ensemble.result
         if isinstance(result, ClassPrediction):
             out = layer_io.write_class_prediction(self.viewer, self.session, image, result, state.inp)
         else:
             out = layer_io.write_probability(self.viewer, self.session, image, result, state.inp)
+        if ensemble is not None:
+            self._write_disagreement(image, ensemble, state.inp)
         self.status.setText(f"Done: {out.name}.")
         try:
             self.command_edit.setText(predict_command(state.bundle, state.options, state.image_path,
@@ -498,6 +558,57 @@ class PredictDock(QWidget):
             self.command_edit.setToolTip(self.command_edit.text())
         except SegloopError:
             self.command_edit.clear()
+
+    def _write_disagreement(self, image: Any, ensemble: EnsembleOutput, inp: Any) -> None:
+        from napari_segloop.widgets.outputs import ensure_image
+        from napari_segloop.widgets.session import METADATA_KEY
+
+        data = ensemble.disagreement
+        lay = inp.layout
+        if inp.slice_index is not None:
+            full = np.zeros(lay.output_shape, np.float32)
+            full[inp.slice_index] = data
+            data = full
+        layer = ensure_image(self.viewer, "uncertainty", image.name, data, image, colormap="magma",
+                             contrast_limits=(0.0, ensemble.top), opacity=0.55, visible=False)
+        layer.metadata[METADATA_KEY]["description"] = (
+            f"disagreement of an ensemble of {ensemble.members} models (twice their standard deviation)")
+        layer.scale, layer.translate = lay.scale, lay.translate
+
+    # -- ensembles -------------------------------------------------------------
+    def _fill_ensemble(self, *_: Any) -> None:
+        checked = {id(b) for b in self.ensemble_members()}
+        self.ensemble_list.blockSignals(True)
+        self.ensemble_list.clear()
+        for version in self.session.versions:
+            item = QListWidgetItem(version.label)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(Qt.CheckState.Checked if id(version.bundle) in checked
+                               else Qt.CheckState.Unchecked)
+            item.setData(Qt.ItemDataRole.UserRole, version.bundle)
+            self.ensemble_list.addItem(item)
+        self.ensemble_list.blockSignals(False)
+        self._ensemble_changed()
+
+    def ensemble_members(self) -> list[Any]:
+        """The models checked in the Ensemble section (in the session's order)."""
+        out = []
+        for i in range(self.ensemble_list.count()):
+            item = self.ensemble_list.item(i)
+            if item.checkState() == Qt.CheckState.Checked:
+                out.append(item.data(Qt.ItemDataRole.UserRole))
+        return out
+
+    def set_ensemble(self, labels: list[str]) -> None:
+        """Check exactly the session models with these labels (the Ensemble section's list)."""
+        for i in range(self.ensemble_list.count()):
+            item = self.ensemble_list.item(i)
+            item.setCheckState(Qt.CheckState.Checked if item.text() in labels else Qt.CheckState.Unchecked)
+
+    def _ensemble_changed(self, *_: Any) -> None:
+        members = self.ensemble_members()
+        self.session.ensemble = members if len(members) >= 2 else []
+        self._update_hint()
 
     def _on_errored(self, exc: Exception) -> None:
         self.status.setText(f"Prediction failed with an unexpected error (see the notification): {exc}")

@@ -177,6 +177,9 @@ class Session:
         self.mask_settings: MaskSettings | None = None
         #: The models of this session, oldest first (see :meth:`set_model`).
         self.versions: list[ModelVersion] = []
+        #: The models checked for an ensemble in the Predict dock (used there, and by the
+        #: Uncertainty dock's "ensemble" method); fewer than two: no ensemble.
+        self.ensemble: list[Any] = []
 
     @property
     def viewer(self) -> Viewer | None:

@@ -57,19 +57,24 @@ from napari_segloop.widgets.session import METADATA_KEY, camera_of, session_for,
 
 UNCERTAINTY_ROLE, REGIONS_ROLE = "uncertainty", "regions"
 METHOD_LABELS = {"entropy": "entropy (1 pass)", "tta": "flips and rotations (4 passes)",
-                 "mc-dropout": "Monte-Carlo dropout (8 passes)"}
+                 "mc-dropout": "Monte-Carlo dropout (8 passes)",
+                 "ensemble": "ensemble disagreement (the Predict dock's checked models)"}
 NO_LABELS = "__none__"
 #: Outline colours of the regions (Okabe-Ito orange) and of the one shown (white).
 REGION_COLOUR, CURRENT_COLOUR = "#E69F00", "#FFFFFF"
 
 
 def uncertainty_job(bundle: Any, data: Any, options: Any, method: str, side: int, labels: Any,
-                    mode: str, slice_index: tuple[int, ...] | None) -> Generator[Any, None, Any]:
-    """The worker's generator: read the image, load the default model if needed, compute and rank."""
+                    mode: str, slice_index: tuple[int, ...] | None,
+                    members: tuple[Any, ...] = ()) -> Generator[Any, None, Any]:
+    """The worker's generator: read the image, load the default model if needed, compute and rank.
+
+    ``members``: the other models of an ensemble (method ``ensemble``; ``bundle`` is the first).
+    """
     from napari_segloop.core.active import rank_regions, uncertainty
 
     bundle, data = yield from read_and_load(bundle, data)
-    result = yield from uncertainty(bundle, data, options, method)
+    result = yield from uncertainty(bundle, data, options, method, members=members)
     if labels is not None:
         labels = np.asarray(labels if slice_index is None else labels[slice_index])
     yield Progress(0, 0, "ranking the regions")
@@ -220,8 +225,15 @@ class UncertaintyDock(QWidget):
             labels_data = labels.data  # a reference: the worker reads it
         method = self.method_combo.currentData()
         side = self.side_spin.value()
+        members: tuple[Any, ...] = ()
+        if method == "ensemble":
+            chosen = list(self.session.ensemble)
+            if len(chosen) < 2:
+                show_error("Check two or more models in the Predict dock's Ensemble section first.")
+                return False
+            bundle, members = chosen[0], tuple(chosen[1:])
         worker = create_job_worker(uncertainty_job, bundle, inp.data, inp.options, method, side, labels_data,
-                                   self.mode_combo.currentData(), inp.slice_index,
+                                   self.mode_combo.currentData(), inp.slice_index, members,
                                    desc=f"segloop: uncertainty of {image.name}")
         self._run = {"image": weakref.ref(image), "name": image.name, "inp": inp, "side": side,
                      "labels": weakref.ref(labels) if labels is not None else None, "cancelled": False,
