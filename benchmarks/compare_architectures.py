@@ -14,7 +14,9 @@ wall-clock budget on the same data. Then, for each:
     Inference megapixels per second through the tiler (``core.inference.predict``)
     on a 512 x 512 held-out image, after one warm-up.
 ``score``
-    Pixel Dice at threshold 0.5 on held-out images the model never saw.
+    Pixel Dice at threshold 0.5 on held-out images the model never saw; for
+    the multi-class sample, the mIoU (background, interior, border) of the
+    arg-max class map.
 
 A second block compares feature extraction (frozen encoder) with full
 fine-tuning and with "frozen, then unfrozen" for a model whose encoder is
@@ -24,6 +26,10 @@ network or a cache) the ImageNet encoders get the same three rows.
 
 Datasets: ``nuclei`` and ``phase`` are the package's synthetic samples
 (train on three 256² images, test on two 512² images of other seeds);
+``borders`` is the multi-class sample: the nuclei as three classes,
+background / interior / a 2-px border (``core.synthetic.border_classes``),
+the set-up that separates touching nuclei (3 softmax outputs; the
+default-model block is left out, the default model being binary);
 ``--real DIR`` adds every ``NAME.tif`` with ``NAME_labels.tif`` in DIR
 (train on the top half, test on the bottom half), for example the images of
 ``docs/finetuning_quality.md``.
@@ -55,13 +61,20 @@ def _say(text: str) -> None:
     print(f"compare_architectures: {text}", file=sys.stderr, flush=True)
 
 
+#: Classes of each dataset (2: binary).
+CLASSES = {"borders": 3}
+
+
 def synthetic(kind: str):
     """Train pairs (three 256² images) and test pairs (two 512² images) of a synthetic sample."""
-    from napari_segloop.core.synthetic import make_nuclei, make_phase_contrast
+    from napari_segloop.core.synthetic import border_classes, make_nuclei, make_phase_contrast
 
     make = make_phase_contrast if kind == "phase" else make_nuclei
     train = [make((256, 256), seed=100 + i) for i in range(3)]
     test = [make((512, 512), seed=200 + i) for i in range(2)]
+    if kind == "borders":
+        return ([(img, border_classes(lab)) for img, lab in train],
+                [(img, border_classes(lab)) for img, lab in test])
     return ([(img, (lab > 0).astype(np.uint8)) for img, lab in train],
             [(img, lab > 0) for img, lab in test])
 
@@ -79,7 +92,8 @@ def real(path: Path):
 
 
 def dice(bundle, test, device: str) -> tuple[float, float]:
-    """(pooled pixel Dice at 0.5, inference megapixels per second on the first test image)."""
+    """(pooled pixel Dice at 0.5 or mIoU, inference megapixels per second on the first test image)."""
+    from napari_segloop.core.evaluation.multiclass import evaluate_classes
     from napari_segloop.core.events import run_to_end
     from napari_segloop.core.inference.predict import PredictOptions, predict
 
@@ -87,15 +101,22 @@ def dice(bundle, test, device: str) -> tuple[float, float]:
     run_to_end(predict(bundle, test[0][0][:256, :256], opts))  # warm-up
     tp = fp = fn = 0
     rate = 0.0
+    pooled = None
     for i, (img, truth) in enumerate(test):
         t0 = time.perf_counter()
         prob = run_to_end(predict(bundle, img, opts))
         if i == 0:
             rate = img.size / 1e6 / (time.perf_counter() - t0)
+        if bundle.classes > 1:
+            m = evaluate_classes(prob, truth, bundle.classes)
+            pooled = m if pooled is None else pooled + m
+            continue
         mask = prob >= 0.5
         tp += int((mask & truth).sum())
         fp += int((mask & ~truth).sum())
         fn += int((~mask & truth).sum())
+    if pooled is not None:
+        return pooled.miou, rate
     return 2 * tp / max(1, 2 * tp + fp + fn), rate
 
 
@@ -129,8 +150,9 @@ def run_one(start, train_pairs, test, args, transfer: str = "full") -> dict:
 
 def table(rows: list[dict], title: str) -> str:
     """A Markdown table of one dataset's rows."""
+    score = "mIoU" if "mIoU" in title else "Dice"
     head = ("| model | transfer | params (M) | encoder (M) | multiple | steps/s | steps | "
-            "inference MP/s | Dice |")
+            f"inference MP/s | {score} |")
     lines = [f"### {title}", "", head, "|" + "---|" * 9]
     for r in rows:
         lines.append(f"| {r['model']} | {r['transfer']} | {r['params_M']} | {r['encoder_M']} | "
@@ -142,7 +164,7 @@ def table(rows: list[dict], title: str) -> str:
 def main() -> int:
     """Run the comparison and print the tables and the JSON line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", nargs="*", default=["nuclei"], choices=("nuclei", "phase"))
+    parser.add_argument("--datasets", nargs="*", default=["nuclei"], choices=("nuclei", "phase", "borders"))
     parser.add_argument("--real", type=Path, default=None, help="folder of NAME.tif + NAME_labels.tif")
     parser.add_argument("--only", nargs="*", default=None, help="names of real images to use")
     parser.add_argument("--models", nargs="*", default=None, help="preset labels (default: all)")
@@ -166,6 +188,7 @@ def main() -> int:
 
     presets = [find_preset(m) for m in args.models] if args.models else list(PRESETS)
     data = {f"{k} (synthetic)": synthetic(k) for k in args.datasets}
+    classes = {f"{k} (synthetic)": CLASSES.get(k, 2) for k in args.datasets}
     if args.real is not None:
         for path in sorted(args.real.glob("*.tif")):
             if path.stem.endswith("_labels") or (args.only and path.stem not in args.only):
@@ -180,7 +203,8 @@ def main() -> int:
             if preset.encoder == "plain" and "base_channels" in options:
                 options["base_channels"] = args.base_channels
             torch.manual_seed(0)
-            start = create_model(preset.architecture, preset.encoder, 1, 1,
+            k = classes.get(name, 2)
+            start = create_model(preset.architecture, preset.encoder, 1, 1 if k <= 2 else k,
                                  encoder_weights=None if preset.encoder == "plain"
                                  else args.encoder_weights, **options)
             modes = ["full"]
@@ -193,14 +217,16 @@ def main() -> int:
                                                and preset.encoder != "plain" else "")
                 rows.append(row)
                 _say(f"  -> {row}")
-        if not args.no_transfer:
+        if not args.no_transfer and classes.get(name, 2) <= 2:
             for mode in ("frozen", "full", "frozen_then_unfrozen"):
                 _say(f"{name}: default model fine-tuned ({mode})")
                 row = run_one(load_model("default"), train_pairs, test, args, mode)
                 row["model"] = "default model, fine-tuned"
                 rows.append(row)
                 _say(f"  -> {row}")
-        print(table(rows, f"{name}: {args.seconds:g} s of training per model, {args.device}"), flush=True)
+        what = ", mIoU" if classes.get(name, 2) > 2 else ""
+        print(table(rows, f"{name}: {args.seconds:g} s of training per model, {args.device}{what}"),
+              flush=True)
         print(flush=True)
     print(json.dumps({"device": args.device, "cpu": platform.processor() or platform.machine(),
                       "torch_threads": args.threads, "seconds_per_model": args.seconds,
