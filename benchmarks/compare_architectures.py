@@ -79,16 +79,25 @@ def synthetic(kind: str):
             [(img, lab > 0) for img, lab in test])
 
 
-def real(path: Path):
-    """Top half to train, bottom half to test, of a real image with instance labels."""
+def real(path: Path, borders: bool = False):
+    """Top half to train, bottom half to test, of a real image with instance labels.
+
+    ``borders``: the instance labels as background / interior / border classes instead.
+    """
     import tifffile
 
+    from napari_segloop.core.synthetic import border_classes
+
     img = tifffile.imread(path).astype(np.float32)
-    lab = tifffile.imread(path.with_name(path.stem + "_labels.tif")) > 0
+    lab = tifffile.imread(path.with_name(path.stem + "_labels.tif"))
     if img.ndim == 3:  # a stack: its middle plane
         img, lab = img[img.shape[0] // 2], lab[lab.shape[0] // 2]
     half = img.shape[0] // 2
-    return [(img[:half], lab[:half].astype(np.uint8))], [(img[half:], lab[half:])]
+    if borders:
+        cls = border_classes(lab)
+        return [(img[:half], cls[:half])], [(img[half:], cls[half:])]
+    fg = lab > 0
+    return [(img[:half], fg[:half].astype(np.uint8))], [(img[half:], fg[half:])]
 
 
 def dice(bundle, test, device: str) -> tuple[float, float]:
@@ -167,6 +176,8 @@ def main() -> int:
     parser.add_argument("--datasets", nargs="*", default=["nuclei"], choices=("nuclei", "phase", "borders"))
     parser.add_argument("--real", type=Path, default=None, help="folder of NAME.tif + NAME_labels.tif")
     parser.add_argument("--only", nargs="*", default=None, help="names of real images to use")
+    parser.add_argument("--real-classes", action="store_true",
+                        help="also each real image as background / interior / border classes")
     parser.add_argument("--models", nargs="*", default=None, help="preset labels (default: all)")
     parser.add_argument("--seconds", type=float, default=45.0, help="training budget per model")
     parser.add_argument("--batch-size", type=int, default=4)
@@ -195,6 +206,9 @@ def main() -> int:
                 continue
             if path.with_name(path.stem + "_labels.tif").exists():
                 data[path.stem] = real(path)
+                if args.real_classes:
+                    data[f"{path.stem} borders"] = real(path, borders=True)
+                    classes[f"{path.stem} borders"] = 3
     results: dict[str, list[dict]] = {}
     for name, (train_pairs, test) in data.items():
         rows = results.setdefault(name, [])

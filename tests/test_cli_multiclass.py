@@ -104,3 +104,24 @@ def test_multiclass_refusals_are_one_line(trained, tmp_path, capsys):
     assert "class map has values up to 5" in capsys.readouterr().err
     assert main(["evaluate", "-p", str(bad), "-t", str(trained["cls"]), "--classes", "3",
                  "--best-threshold"]) == EXIT_USAGE
+
+
+def test_evaluate_classes_applies_post_processing_and_refuses_binary_steps(trained, tmp_path, capsys):
+    noisy = tifffile.imread(trained["cls"]).copy()
+    noisy[0, 0] = 2  # a one-pixel speck of class 2
+    pred = tmp_path / "noisy.tif"
+    tifffile.imwrite(pred, noisy)
+    base = ["evaluate", "-p", str(pred), "-t", str(trained["cls"]), "--classes", "3", "--json"]
+    assert main(base) == EXIT_OK
+    raw = json.loads(capsys.readouterr().out)["total"]
+    assert main([*base, "--min-size", "4"]) == EXIT_OK
+    cleaned = json.loads(capsys.readouterr().out)["total"]
+    assert raw["accuracy"] < 1.0 and cleaned["accuracy"] > raw["accuracy"]
+    assert main([*base, "--split-touching"]) == EXIT_USAGE
+    assert "binary mask" in capsys.readouterr().err
+
+
+def test_class_names_need_classes(trained, tmp_path, capsys):
+    assert main(["train", "--image", str(trained["img"]), "--labels", str(trained["cls"]), "--mode",
+                 "dense", *FAST, "--class-names", "a,b", "-o", str(tmp_path / "x")]) == EXIT_USAGE
+    assert "3 or more classes" in capsys.readouterr().err

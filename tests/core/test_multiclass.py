@@ -249,3 +249,57 @@ def test_postprocessing_cleans_each_class_on_its_own():
     speck[1, 1] = 2
     assert postprocess_classes(speck, 3, PostProcess(min_size=4))[1, 1] == 0
     assert postprocess_classes(cmap, 3, PostProcess()) is cmap  # nothing switched on
+
+
+def test_filling_holes_keeps_the_class_inside_a_ring():
+    from napari_segloop.core.masks import PostProcess, postprocess_classes
+
+    cmap = np.zeros((12, 12), np.uint8)
+    cmap[2:10, 2:10] = 2  # a border ring ...
+    cmap[4:8, 4:8] = 1  # ... around an interior
+    cmap[5, 5] = 0  # a background hole in the interior
+    out = postprocess_classes(cmap, 3, PostProcess(fill_holes=True))
+    assert (out[4:8, 4:8] == 1).all()  # the interior stays interior, its hole is filled
+    assert (out[2:10, 2:4] == 2).all()
+
+
+def test_two_softmax_classes_are_refused():
+    from napari_segloop.core.errors import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match="classes 1"):
+        create_model("Unet", "tu-lcnet_050", 1, 2, encoder_weights=None, encoder_depth=3,
+                     decoder_channels=TINY_DECODER[:3])
+
+
+def test_a_class_painted_only_in_held_out_blocks_is_reported():
+    from napari_segloop.core.bundle.settings import Normalization
+    from napari_segloop.core.training.data import TrainingData
+
+    img = np.random.default_rng(0).random((256, 256)).astype(np.float32)
+    lab = np.zeros((256, 256), np.uint8)
+    lab[:, :128] = 3  # background scribbles everywhere on the left
+    lab[10:20, 10:20] = 1
+    lab[200:210, 10:20] = 1
+    lab[140:150, 140:150] = 2  # class 2 in one block only
+    found = []
+    for seed in range(40):
+        data = TrainingData([TrainingPair(img, lab)], "scribbles", 1, Normalization(), seed=seed,
+                            val_fraction=0.5, classes=3)
+        data.build()
+        if data.split_warnings:
+            found.append(seed)
+            assert "Class 2 is painted only where the labels are held out" in data.split_warnings[0]
+            break
+    assert found  # some split holds the lone class-2 block out
+
+
+def test_a_hole_inside_two_classes_goes_to_the_innermost_whatever_the_class_order():
+    from napari_segloop.core.masks import PostProcess, postprocess_classes
+
+    for ring, inner in ((2, 1), (1, 2)):
+        cmap = np.zeros((12, 12), np.uint8)
+        cmap[2:10, 2:10] = ring
+        cmap[4:8, 4:8] = inner
+        cmap[5, 5] = 0
+        out = postprocess_classes(cmap, 3, PostProcess(fill_holes=True))
+        assert out[5, 5] == inner and (out[2:10, 2] == ring).all()

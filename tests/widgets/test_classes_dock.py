@@ -24,20 +24,20 @@ def three_classes():
 def _predict(docks, bundle, image, qtbot, wait_job):
     from napari_segloop.widgets.classes_dock import ClassesDock
 
-    viewer, _, predict = docks(bundle)
+    viewer, model_dock, predict = docks(bundle)
     layer = viewer.add_image(image, name="cells")
     predict.tile_spin.setValue(64)
     assert predict.run()
     wait_job(predict.session)
     dock = ClassesDock(viewer)
     viewer.window.add_dock_widget(dock, name="Classes")
-    return viewer, layer, dock
+    return viewer, layer, dock, model_dock
 
 
 def test_predict_shows_one_class_and_the_class_map(docks, three_classes, qtbot, wait_job):
     rng = np.random.default_rng(0)
     img = rng.random((64, 80), dtype=np.float32)
-    viewer, layer, dock = _predict(docks, three_classes, img, qtbot, wait_job)
+    viewer, layer, dock, _ = _predict(docks, three_classes, img, qtbot, wait_job)
     session = session_for(viewer)
     entry = session.probability(layer)
     probs = entry.classes.probabilities
@@ -65,7 +65,7 @@ def test_ground_truth_gives_the_confusion_matrix_and_one_class_tp_fp_fn(docks, t
                                                                        wait_job):
     rng = np.random.default_rng(1)
     img = rng.random((64, 64), dtype=np.float32)
-    viewer, _layer, dock = _predict(docks, three_classes, img, qtbot, wait_job)
+    viewer, _layer, dock, _ = _predict(docks, three_classes, img, qtbot, wait_job)
     truth = np.zeros((64, 64), np.uint8)
     truth[10:30, 10:30], truth[40:60, 40:60] = 1, 2
     gt = viewer.add_labels(truth, name="truth")
@@ -98,3 +98,21 @@ def test_binary_predictions_point_to_the_binary_docks(docks, tiny_bundle, image_
     dock = ClassesDock(viewer)
     assert not dock.class_combo.isEnabled()
     assert "Threshold and Confusion docks" in dock.status.text()
+
+
+def test_saving_a_class_model_keeps_the_minimum_confidence_not_a_class_threshold(
+        docks, three_classes, qtbot, wait_job, tmp_path):
+    from napari_segloop.core.bundle import load_bundle
+    from napari_segloop.widgets.evaluation import model_default
+
+    img = np.random.default_rng(2).random((64, 64), dtype=np.float32)
+    viewer, _layer, dock, model_dock = _predict(docks, three_classes, img, qtbot, wait_job)
+    session = session_for(viewer)
+    # the binary docks see one class against the rest, at 0.5, not at the minimum confidence
+    assert model_default(session).threshold == 0.5
+    dock.confidence_spin.setValue(0.45)
+    assert model_dock.save_as(str(tmp_path / "saved"))
+    wait_job(session)
+    saved = load_bundle(tmp_path / "saved")
+    assert saved.settings.threshold == pytest.approx(0.45) and saved.classes == 3
+    assert saved.class_names == ["background", "nucleus", "border"]

@@ -288,7 +288,16 @@ def test_a_new_three_class_model_trains_on_class_scribbles_with_a_class_preview(
     # the live preview showed class probabilities and a class map
     entry = session.probability(image)
     assert entry is not None and entry.classes is not None and entry.classes.classes == 3
-    assert find_output(viewer, "classes", "cells") is not None
+    classes = find_output(viewer, "classes", "cells")
+    assert classes is not None
+    # correcting the trained 3-class model copies its class map, not a binary mask
+    dock.start_combo.setCurrentIndex(dock.start_combo.findData("loaded"))
+    assert dock.mode_combo.itemText(dock.mode_combo.findData("scribbles")) == \
+        "scribbles (1-2 = classes, 3 = background)"
+    corrections = dock.correction_layer()
+    np.testing.assert_array_equal(corrections.data, classes.data)
+    assert corrections.data is not classes.data
+    assert "unassigned" in dock.status.text()
 
 
 def test_the_model_dock_creates_a_named_three_class_model(setup, wait_job, notifications):

@@ -61,13 +61,21 @@ def predict_command(
     str
         A shell command line (arguments quoted where needed).
     """
-    resolved = options.resolved(getattr(bundle, "members", [bundle])[0])
+    members = getattr(bundle, "members", None)
+    resolved = options.resolved(members[0] if members else bundle)
     image = image_path or IMAGE_PLACEHOLDER
     output = f"{Path(image).stem}_probability.tif"
     args = ["segloop", "predict", image, *model_arguments(bundle), "--output", output,
-            "--device", str(options.device or "auto"),
-            "--tile", str(resolved.tile_size), "--overlap", f"{resolved.overlap:g}",
-            "--batch-size", str(resolved.batch_size), "--scale", f"{resolved.scale:g}"]
+            "--device", str(options.device or "auto")]
+    if members is None:
+        args += ["--tile", str(resolved.tile_size), "--overlap", f"{resolved.overlap:g}",
+                 "--batch-size", str(resolved.batch_size), "--scale", f"{resolved.scale:g}"]
+    else:
+        # Members may differ in tile size and scale: only what the user set is written out.
+        for flag, value in (("--tile", options.tile_size), ("--overlap", options.overlap),
+                            ("--batch-size", options.batch_size), ("--scale", options.scale)):
+            if value is not None:
+                args += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
     if options.convert != "none":
         args += ["--convert", options.convert]
     if options.channel is not None:

@@ -151,8 +151,16 @@ def _run_classes(args: argparse.Namespace, threshold: object) -> int:
     if threshold in ("best", "otsu"):
         err("--best-threshold and otsu are binary; with --classes give a minimum confidence or 'auto'.")
         return EXIT_USAGE
+    from napari_segloop.core.masks import PostProcess
+
     names = None
     min_conf = 0.0 if threshold is None else threshold
+    pp = None
+    if args.min_size or args.fill_holes:
+        pp = PostProcess(min_size=int(args.min_size or 0), fill_holes=bool(args.fill_holes))
+    if args.split_touching:
+        err("--split-touching separates objects of a binary mask; it does not apply with --classes.")
+        return EXIT_USAGE
     if threshold == "auto" or args.model != "default":
         from napari_segloop.core.bundle import load_model
 
@@ -166,11 +174,16 @@ def _run_classes(args: argparse.Namespace, threshold: object) -> int:
             return EXIT_USAGE
         names = tuple(bundle.class_names)
         if threshold == "auto":
+            # As `segloop predict --threshold auto`: the model's minimum confidence and post-processing.
             min_conf = float(bundle.settings.threshold)
+            pp = pp or bundle.settings.postprocess
     plan = OutputPlan()
     if args.csv:
         plan.protect(Path(args.prediction), "the prediction")
         plan.protect(Path(args.truth), "the ground truth")
+        plan.protect(args.region, "the region")
+        if args.model != "default" or threshold == "auto":
+            plan.protect(model_input(args.model), "the model")
         plan.add(args.csv, "--csv", kind=CSV_OUTPUT)
         try:
             plan.check()
@@ -182,7 +195,8 @@ def _run_classes(args: argparse.Namespace, threshold: object) -> int:
         report = run_to_end(
             evaluate_class_files(Path(args.prediction), Path(args.truth), args.classes,
                                  min_confidence=float(min_conf), region=region,
-                                 pair_by=args.pair_by, names=names),
+                                 pair_by=args.pair_by, names=names, postprocess=pp,
+                                 object_dims=3 if args.objects == "3d" else 2),
             lambda e: say(e) if isinstance(e, Notice) else None)
     except SegloopError as exc:
         err(str(exc))

@@ -198,8 +198,11 @@ def run(args: argparse.Namespace) -> int:
         err(f"--image gives {len(args.image)} file(s) but --labels {len(args.labels)}; give one "
             "labels file per image, in the same order.")
         return EXIT_USAGE
-    if args.classes is not None and not 1 <= args.classes <= 32:
-        err(f"--classes must be from 2 to 32 (classes with background); got {args.classes}.")
+    if args.classes is not None and not 2 <= args.classes <= 32:
+        err(f"--classes must be from 2 (binary) to 32, background included; got {args.classes}.")
+        return EXIT_USAGE
+    if args.class_names and (args.classes or 2) < 3:
+        err("--class-names names the classes of a model of 3 or more classes; add --classes K.")
         return EXIT_USAGE
     if args.model is not None and args.encoder_weights != "none":
         err("--encoder-weights applies to a new model (--architecture/--encoder), not to --model.")

@@ -436,8 +436,11 @@ def postprocess_classes(class_map: np.ndarray, classes: int, pp: PostProcess | N
 
     Each object class 1 .. K-1 is cleaned on its own with ``pp``'s minimum
     size and hole filling: its objects smaller than ``min_size`` become
-    background (0), holes inside its objects become that class. Instances and
-    splitting are binary-mask steps and are not applied to a class map.
+    background (0), and background or unassigned holes inside its objects
+    become that class (pixels of another class inside, such as the interior
+    inside a border, stay as they are; a hole inside objects of two classes
+    goes to the innermost). Instances and splitting are binary-mask steps and
+    are not applied to a class map.
 
     Parameters
     ----------
@@ -457,13 +460,30 @@ def postprocess_classes(class_map: np.ndarray, classes: int, pp: PostProcess | N
     """
     if pp is None or not (pp.min_size or pp.fill_holes):
         return class_map
+    from scipy import ndimage as ndi
+
     step = dataclasses.replace(pp, instances=False, split_touching=False)
     out = class_map.copy()
+    # Only background and unassigned pixels can become a class: a ring of one class around
+    # another (a border around an interior) keeps its inside. A hole inside objects of several
+    # classes goes to the innermost one: the class whose filled object there is smallest.
+    free = (class_map == 0) | (class_map == classes)
+    best_size = np.full(class_map.shape, np.iinfo(np.int64).max, np.int64)
+    best_class = np.zeros(class_map.shape, class_map.dtype)
     for c in range(1, classes):
         mask = class_map == c
         if not mask.any():
             continue
         kept = postprocess(mask.astype(np.uint8), step, object_dims=object_dims) > 0
         out[mask & ~kept] = 0
-        out[kept & ~mask] = c
+        holes = kept & ~mask & free
+        if holes.any():
+            # The size of the filled object around each hole: the smallest is the innermost.
+            lab, _ = ndi.label(kept)
+            size = np.bincount(lab.ravel())[lab]
+            better = holes & (size < best_size)
+            best_size[better] = size[better]
+            best_class[better] = c
+    filled = best_class > 0
+    out[filled] = best_class[filled]
     return out

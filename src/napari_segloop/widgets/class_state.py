@@ -51,8 +51,10 @@ class ClassPrediction:
     min_confidence : float
         The minimum confidence ``class_map`` was made with.
     slices : set of tuple of int
-        Stack positions predicted one by one ("current slice" runs); empty
-        for a whole-image prediction.
+        Stack positions predicted one by one ("current slice" runs).
+    complete : bool
+        True when every plane was predicted (a whole-image run, or slices
+        written into one); False when only ``slices`` were.
     """
 
     probabilities: np.ndarray
@@ -60,6 +62,7 @@ class ClassPrediction:
     names: list[str]
     min_confidence: float = 0.0
     slices: set[tuple[int, ...]] = field(default_factory=set)
+    complete: bool = True
 
     @property
     def classes(self) -> int:
@@ -77,7 +80,17 @@ class ClassPrediction:
         probs[(slice(None), *index)] = self.probabilities
         cmap[index] = self.class_map
         slices = (set(previous.slices) if reuse else set()) | {index}
-        return ClassPrediction(probs, cmap, self.names, self.min_confidence, slices)
+        complete = bool(reuse and previous.complete)
+        return ClassPrediction(probs, cmap, self.names, self.min_confidence, slices, complete)
+
+    def scored_region(self) -> np.ndarray | None:
+        """The predicted planes as a boolean mask of the class map's shape (None when complete)."""
+        if self.complete:
+            return None
+        region = np.zeros(self.class_map.shape, bool)
+        for index in self.slices:
+            region[index] = True
+        return region
 
 
 @dataclass(frozen=True)
@@ -89,13 +102,27 @@ class ClassScores:
     confusion: np.ndarray
 
 
+#: Okabe-Ito colours for the first classes (colour-blind safe); never the scribble background's blue.
+CLASS_PALETTE = ("#E69F00", "#009E73", "#CC79A7", "#D55E00", "#F0E442", "#56B4E9")
+
+
+def _rgba(hex_color: str) -> tuple[float, float, float, float]:
+    h = hex_color.lstrip("#")
+    return (int(h[0:2], 16) / 255, int(h[2:4], 16) / 255, int(h[4:6], 16) / 255, 1.0)
+
+
 def class_colors(classes: int) -> dict[int | None, tuple[float, float, float, float]]:
-    """Label colours of a class map: background transparent, one hue per class, unassigned grey."""
+    """Label colours of a class map: background transparent, one colour per class, unassigned grey."""
     colors: dict[int | None, tuple[float, float, float, float]] = {0: (0.0, 0.0, 0.0, 0.0)}
-    n = max(1, classes - 1)
+    extra = max(1, classes - 1 - len(CLASS_PALETTE))
     for c in range(1, classes):
-        # Evenly spaced hues from a warm start; distinct for the few classes users have.
-        r, g, b = colorsys.hsv_to_rgb((0.12 + (c - 1) / n) % 1.0, 0.85, 1.0)
+        if c <= len(CLASS_PALETTE):
+            colors[c] = _rgba(CLASS_PALETTE[c - 1])
+            continue
+        # Beyond the palette: evenly spaced hues, skipping the blues.
+        k = c - 1 - len(CLASS_PALETTE)
+        hue = (0.7 + 0.75 * k / extra) % 1.0
+        r, g, b = colorsys.hsv_to_rgb(hue, 0.7, 0.95)
         colors[c] = (r, g, b, 1.0)
     colors[classes] = UNASSIGNED_COLOR
     colors[None] = (0.0, 0.0, 0.0, 0.0)

@@ -231,13 +231,19 @@ class ClassesDock(QWidget):
         self.class_combo.setCurrentIndex(entry.shown)
         self.class_combo.blockSignals(False)
         if id(pred.probabilities) != self._prediction_id:
-            # A new prediction: start from the minimum confidence it was made with (the model's).
+            # A new prediction: cancel work on the old one, start from its minimum confidence.
+            self._maps.cancel()
+            self._scorer.cancel()
             self._prediction_id = id(pred.probabilities)
             self._set_confidence(pred.min_confidence, start=False)
+        elif abs(pred.min_confidence - self.min_confidence) > 1e-9:
+            # A slice written into this prediction at another minimum confidence: remake the map.
+            self._request_map()
         self.status.setText(f"{pred.classes} classes; the class map is '{self.image_name()} classes'.")
         self.rescore()
 
     def _set_confidence(self, value: float, start: bool = True) -> None:
+        self.session.class_confidence = float(value)
         for w in (self.slider, self.confidence_spin):
             w.blockSignals(True)
         self.slider.setValue(round(value * CONFIDENCE_STEPS))
@@ -265,6 +271,9 @@ class ClassesDock(QWidget):
             if isinstance(result, JobFailed):
                 self.status.setText(result.message)
             return
+        if id(entry.classes.probabilities) != self._prediction_id \
+                or result.shape != entry.classes.class_map.shape:
+            return  # made for a prediction that has been replaced since
         pred = replace(entry.classes, class_map=result, min_confidence=self.min_confidence)
         write_labels(self.viewer, CLASSES_ROLE, self.image_name(), result, entry.layer(),
                      colormap=class_map_colormap(pred.classes), colormap_key=f"classes-{pred.classes}",
@@ -317,7 +326,8 @@ class ClassesDock(QWidget):
             self.status.setText(f"The ground truth {truth.name!r} has shape {tuple(truth.data.shape)}; "
                                 f"the prediction {tuple(pred.class_map.shape)}.")
             return
-        self._scorer.request(pred.class_map, truth.data, pred.classes, list(pred.names), entry.shown)
+        self._scorer.request(pred.class_map, truth.data, pred.classes, list(pred.names), entry.shown,
+                             pred.scored_region())
 
     def _on_scores(self, result: Any) -> None:
         if not self._alive:
@@ -338,6 +348,7 @@ class ClassesDock(QWidget):
                          opacity=0.7)
 
     def _clear_scores(self) -> None:
+        self._scorer.cancel()
         self.scores = None
         self.summary.setText("")
         self.table.setRowCount(0)

@@ -559,6 +559,10 @@ def model_default(session: Session) -> ModelDefault:
     mask equals theirs.
     """
     bundle = session.bundle
+    if bundle is not None and bundle.classes > 1:
+        # The docks score one class of a K-class model against the rest; the model's "threshold"
+        # is its minimum confidence, not a threshold of one class's probability.
+        return ModelDefault(0.5, None, "0.5 (one class of a model with several classes)")
     if bundle is not None:
         s = bundle.settings
         return ModelDefault(float(s.threshold), _resolved(s), f"the loaded model ({bundle.source})")

@@ -63,6 +63,17 @@ SCRIBBLE_ROLE, CORRECTION_ROLE = "scribbles", "corrections"
 MODE_LABELS = {"scribbles": "scribbles (1 = object, 2 = background)",
                "dense": "dense (0 = background, other = object)",
                "correction": "correction (an edited copy of the mask)"}
+
+
+def mode_labels(classes: int) -> dict[str, str]:
+    """The Mode combo's labels for labels of ``classes`` classes (2: binary)."""
+    if classes <= 2:
+        return dict(MODE_LABELS)
+    return {"scribbles": f"scribbles (1-{classes - 1} = classes, {classes} = background)",
+            "dense": f"dense (0 = background, 1-{classes - 1} = classes)",
+            "correction": "correction (an edited copy of the class map)"}
+
+
 TRANSFER_LABELS = {"full": "fine-tune everything", "frozen": "freeze the encoder (decoder only)",
                    "frozen_then_unfrozen": "encoder frozen first, then everything"}
 LOSS_LABELS = {"bce+dice": "BCE + Dice", "bce": "BCE", "wbce": "weighted BCE (rare objects)",
@@ -301,9 +312,13 @@ class FinetuneDock(QWidget):
 
     def _connect(self) -> None:
         pairs = [(self.session.busy_changed, self._update_enabled),
-                 (self.session.model_changed, self._update_enabled)]
+                 (self.session.model_changed, self._update_enabled),
+                 (self.session.model_changed, self._update_mode_labels)]
         for signal, slot in pairs:
             signal.connect(slot)
+        self.start_combo.currentIndexChanged.connect(self._update_mode_labels)
+        self.new_form.classes_spin.valueChanged.connect(self._update_mode_labels)
+        self._update_mode_labels()
         self.viewer.dims.events.current_step.connect(self._update_preview)
         self.image_combo.value_changed.connect(self._update_preview)
         dims_events = self.viewer.dims.events.current_step
@@ -358,16 +373,34 @@ class FinetuneDock(QWidget):
         if image is None:
             show_error("Open or choose an image first.")
             return None
-        mask = find_output(self.viewer, MASK_ROLE, image.name)
-        if mask is None:
-            show_error(f"There is no '{image.name} mask' yet: predict and threshold first, or "
-                       "paint scribbles.")
-            return None
-        reference = (np.asarray(mask.data) != 0).astype(np.uint8)
+        names = self._class_names()
+        if len(names) >= 3:
+            # K classes: correct the class map (its values are the classes; K = unassigned, not used).
+            from napari_segloop.widgets.layer_io import CLASSES_ROLE, class_map_colormap
+
+            mask = find_output(self.viewer, CLASSES_ROLE, image.name)
+            if mask is None:
+                show_error(f"There is no '{image.name} classes' yet: predict with the model of "
+                           f"{len(names)} classes first, or paint scribbles.")
+                return None
+            reference = np.array(mask.data, copy=True)
+            extra = {"colormap": class_map_colormap(len(names))}
+            legend = ", ".join(f"{c} = {n}" for c, n in enumerate(names))
+            help_text = (f"Paint the right class over wrong pixels ({legend}); pixels left at "
+                         f"{len(names)} (unassigned, grey) are not used. Then Train.")
+        else:
+            mask = find_output(self.viewer, MASK_ROLE, image.name)
+            if mask is None:
+                show_error(f"There is no '{image.name} mask' yet: predict and threshold first, or "
+                           "paint scribbles.")
+                return None
+            reference = (np.asarray(mask.data) != 0).astype(np.uint8)
+            extra = {}
+            help_text = "Paint missed objects with 1, erase false ones (label 0), then Train."
         layer = self.viewer.add_labels(
             reference.copy(), name=f"{image.name} corrections", scale=mask.scale,
             translate=mask.translate, opacity=0.6,
-            metadata={METADATA_KEY: {"role": CORRECTION_ROLE, "image": image.name}},
+            metadata={METADATA_KEY: {"role": CORRECTION_ROLE, "image": image.name}}, **extra,
         )
         layer.mode = "paint"
         layer.selected_label = 1
@@ -375,8 +408,15 @@ class FinetuneDock(QWidget):
         mask.visible = False
         self.labels_combo.set_layer(layer)
         self._set_mode("correction")
-        self.status.setText("Paint missed objects with 1, erase false ones (label 0), then Train.")
+        self.status.setText(help_text)
         return layer
+
+    def _update_mode_labels(self, *_: Any) -> None:
+        """Name the label values of each mode for the classes the next run trains."""
+        for key, text in mode_labels(len(self._class_names())).items():
+            index = self.mode_combo.findData(key)
+            if index >= 0 and self.mode_combo.itemText(index) != text:
+                self.mode_combo.setItemText(index, text)
 
     def _labels_chosen(self, layer: Any) -> None:
         role = _role(layer)
@@ -595,7 +635,8 @@ class FinetuneDock(QWidget):
             from napari_segloop.widgets.class_state import ClassPrediction
             from napari_segloop.widgets.layer_io import write_class_prediction
 
-            pred = ClassPrediction(prob, class_map(prob), self._run["class_names"])
+            minimum = self.session.class_confidence or 0.0
+            pred = ClassPrediction(prob, class_map(prob, minimum), self._run["class_names"], minimum)
             write_class_prediction(self.viewer, self.session, image, pred, inp)
             return
         write_probability(self.viewer, self.session, image, event.probabilities, inp)

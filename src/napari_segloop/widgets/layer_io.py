@@ -226,6 +226,8 @@ def write_probability(
         same_model = previous is not None and previous.model_version == session.model_version
         complete = bool(reuse and same_model and previous.complete)
         slices = (set(previous.slices) if reuse and same_model else set()) | {inp.slice_index}
+    if previous is not None and previous.classes is not None:
+        _drop_class_outputs(viewer, image, layer)
     if layer is None:
         layer = viewer.add_image(
             data,
@@ -249,6 +251,18 @@ def write_probability(
 
 
 CLASSES_ROLE = "classes"
+
+
+def _drop_class_outputs(viewer: Any, image: Any, layer: Any) -> None:
+    """A binary prediction replaces a K-class one: remove its class map and class confusion."""
+    from napari_segloop.widgets.outputs import find_output, remove_output
+
+    for role in (CLASSES_ROLE, "class confusion"):
+        remove_output(viewer, find_output(viewer, role, image.name))
+    if layer is not None:
+        mark = layer.metadata.get(METADATA_KEY, {})
+        if isinstance(mark, dict):
+            mark.pop("class", None)
 
 
 def class_map_colormap(classes: int) -> Any:
@@ -302,9 +316,8 @@ def write_class_prediction(
         layer.translate = lay.translate
         layer.contrast_limits = PROBABILITY_STYLE["contrast_limits"]
         layer.metadata[METADATA_KEY] = {**layer.metadata.get(METADATA_KEY, {}), **mark}
-    complete = inp.slice_index is None
     session.set_probability(image, ProbabilityMap(weakref.ref(layer), data, session.model_version,
-                                                  complete, set(result.slices), result, shown))
+                                                  result.complete, set(result.slices), result, shown))
     write_labels(viewer, CLASSES_ROLE, image.name, result.class_map, layer,
                  colormap=class_map_colormap(k), colormap_key=f"classes-{k}", opacity=0.5)
     return layer
@@ -320,9 +333,9 @@ def show_class(viewer: Any, session: Session, image: Any, shown: int) -> Any:
     pred = entry.classes
     shown = int(min(max(shown, 0), pred.classes - 1))
     data = pred.probabilities[shown]
-    session.set_probability(image, replace(entry, data=data, shown=shown))
     if layer is not None and layer in unwrap(viewer).layers:
         layer.data = data
         layer.metadata[METADATA_KEY] = {**layer.metadata.get(METADATA_KEY, {}),
                                         "class": pred.names[shown]}
+    session.set_probability(image, replace(entry, data=data, shown=shown))  # after the layer: docks see it
     return layer

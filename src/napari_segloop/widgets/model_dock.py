@@ -35,7 +35,7 @@ from napari_segloop.core import bundle as core_bundle
 from napari_segloop.core.events import Progress
 from napari_segloop.widgets.jobs import JobFailed, create_job_worker
 from napari_segloop.widgets.new_model_form import NewModelForm
-from napari_segloop.widgets.session import session_for, unwrap
+from napari_segloop.widgets.session import MaskSettings, session_for, unwrap
 from napari_segloop.widgets.settings import UserSettings
 
 #: Suggestions for the encoder field (any smp encoder or ``tu-<timm name>`` is accepted).
@@ -383,8 +383,14 @@ class ModelDock(QWidget):
         if bundle is None:
             self.status.setText("No model is loaded: load or create one first.")
             return False
-        worker = create_job_worker(save_job, bundle, str(folder), bool(overwrite),
-                                   self.session.mask_settings, desc="segloop: saving model")
+        mask = self.session.mask_settings
+        if bundle.classes > 1:
+            # A K-class model keeps its minimum confidence (the Classes dock's), not the Threshold
+            # dock's threshold of one class's binary view.
+            confidence = self.session.class_confidence
+            mask = None if confidence is None else MaskSettings(confidence, bundle.settings.postprocess)
+        worker = create_job_worker(save_job, bundle, str(folder), bool(overwrite), mask,
+                                   desc="segloop: saving model")
 
         def done(result: Any) -> None:
             if isinstance(result, JobFailed):
@@ -395,9 +401,11 @@ class ModelDock(QWidget):
                 bundle.settings, bundle.source = result.settings, result.source
                 self.session.model_changed.emit(bundle)
             self.settings.last_model_path = str(folder)
+            what = "threshold" if bundle.classes == 1 else "minimum confidence"
+            shown = "mask" if bundle.classes == 1 else "class map"
             self.status.setText(
-                f"Saved as {folder} (threshold {result.settings.threshold:.6g}). "
-                f"`segloop predict --model {folder} --threshold auto` gives the mask on screen.")
+                f"Saved as {folder} ({what} {result.settings.threshold:.6g}). "
+                f"`segloop predict --model {folder} --threshold auto` gives the {shown} on screen.")
 
         return self._start(worker, done, f"Saving to {folder}…")
 

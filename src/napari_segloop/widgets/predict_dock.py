@@ -61,8 +61,9 @@ CONVERSIONS = tuple((label, key, None) for key, label in CORE_CONVERSIONS.items(
 
 
 def predict_job(
-    bundle: Any, data: Any, options: PredictOptions, threads: int | str = "auto"
-) -> Generator[Any, None, np.ndarray]:
+    bundle: Any, data: Any, options: PredictOptions, threads: int | str = "auto",
+    min_confidence: float | None = None,
+) -> Generator[Any, None, Any]:
     """The worker's generator: read the layer data, load the default model if needed, predict.
 
     Runs in the worker thread: reading a lazy (dask, zarr) layer and the thread
@@ -83,7 +84,7 @@ def predict_job(
         # K classes: the class map at the model's minimum confidence, made here, not on the UI thread.
         from napari_segloop.core.evaluation.multiclass import class_map
 
-        minimum = float(first.settings.threshold)
+        minimum = float(first.settings.threshold if min_confidence is None else min_confidence)
         result = ClassPrediction(prob, class_map(prob, minimum), first.class_names, minimum)
     if disagreement is not None:
         # The display range is found here, not on napari's thread (a whole pass over the map).
@@ -341,7 +342,11 @@ class PredictDock(QWidget):
 
     def _on_layer_changed(self, layer: Any) -> None:
         bundle = self.session.bundle
-        if bundle is not None:
+        members = self.ensemble_members() if hasattr(self, "ensemble_list") else []
+        if len(members) >= 2:
+            self.model_label.setText(f"ensemble of the {len(members)} models checked in Ensemble "
+                                     f"({', '.join(m.architecture for m in members)})")
+        elif bundle is not None:
             self.model_label.setText(f"{bundle.architecture} / {bundle.encoder} ({bundle.source})")
         elif default_model_available():
             self.model_label.setText("default (loaded on the first run)")
@@ -476,6 +481,7 @@ class PredictDock(QWidget):
             self.status.setText(str(exc))
             return False
         worker = create_job_worker(predict_job, bundle, inp.data, inp.options, self.threads(),
+                                   self.session.class_confidence,
                                    desc=f"segloop: predicting {layer.name}")
         source = getattr(layer, "source", None)
         path = getattr(source, "path", None)
@@ -560,13 +566,18 @@ class PredictDock(QWidget):
             self.command_edit.clear()
 
     def _write_disagreement(self, image: Any, ensemble: EnsembleOutput, inp: Any) -> None:
-        from napari_segloop.widgets.outputs import ensure_image
+        from napari_segloop.widgets.outputs import ensure_image, find_output
         from napari_segloop.widgets.session import METADATA_KEY
 
         data = ensemble.disagreement
         lay = inp.layout
         if inp.slice_index is not None:
-            full = np.zeros(lay.output_shape, np.float32)
+            # Written into the map of the earlier slices when there is one (as the probability).
+            shown = find_output(self.viewer, "uncertainty", image.name)
+            current = None if shown is None else shown.data
+            reuse = isinstance(current, np.ndarray) and current.shape == lay.output_shape \
+                and current.dtype == np.float32
+            full = current if reuse else np.zeros(lay.output_shape, np.float32)
             full[inp.slice_index] = data
             data = full
         layer = ensure_image(self.viewer, "uncertainty", image.name, data, image, colormap="magma",
@@ -608,7 +619,7 @@ class PredictDock(QWidget):
     def _ensemble_changed(self, *_: Any) -> None:
         members = self.ensemble_members()
         self.session.ensemble = members if len(members) >= 2 else []
-        self._update_hint()
+        self._on_layer_changed(self.image_combo.layer())
 
     def _on_errored(self, exc: Exception) -> None:
         self.status.setText(f"Prediction failed with an unexpected error (see the notification): {exc}")

@@ -180,6 +180,8 @@ class Session:
         #: The models checked for an ensemble in the Predict dock (used there, and by the
         #: Uncertainty dock's "ensemble" method); fewer than two: no ensemble.
         self.ensemble: list[Any] = []
+        #: The minimum confidence set in the Classes dock (saved with a K-class model); None: unset.
+        self.class_confidence: float | None = None
 
     @property
     def viewer(self) -> Viewer | None:
@@ -195,6 +197,7 @@ class Session:
         """
         self.bundle = bundle
         self.model_version += 1
+        self.class_confidence = None  # the next model starts from its own minimum confidence
         if not any(v.bundle is bundle for v in self.versions):
             self.versions.append(ModelVersion(label or version_label(bundle), bundle))
             self.versions_changed.emit(list(self.versions))

@@ -75,6 +75,7 @@ def _prediction(arr: np.ndarray, truth_shape: tuple[int, ...], classes: int) -> 
 def evaluate_class_files(
     prediction: Path, truth: Path, classes: int, *, min_confidence: float = 0.0,
     region: np.ndarray | None = None, pair_by: str = "stem", names: tuple[str, ...] | None = None,
+    postprocess: Any = None, object_dims: int = 2,
 ) -> Generator[Event, None, ClassReport]:
     """Score class maps (or class probabilities) against class-id ground truth, file by file.
 
@@ -91,13 +92,21 @@ def evaluate_class_files(
     pair_by : {"stem", "order"}
     names : tuple of str, optional
         Class names.
+    postprocess : PostProcess, optional
+        Applied to each class map, class by class
+        (:func:`~napari_segloop.core.masks.postprocess_classes`), as
+        ``segloop predict --threshold auto`` applies it.
+    object_dims : {2, 3}
+        Objects of stacks for the post-processing.
 
     Yields
     ------
     Progress, Notice
         One progress per pair; a notice per failed pair.
     """
+    from napari_segloop.core.evaluation.multiclass import class_map
     from napari_segloop.core.io.images import read_image
+    from napari_segloop.core.masks import postprocess_classes
 
     if classes < 2:
         raise InputError(f"--classes must be at least 2; got {classes}.")
@@ -106,18 +115,22 @@ def evaluate_class_files(
         yield Notice(text)
     report = ClassReport()
     for text in errors:
-        report.failures.append({"name": "", "error": text})
+        report.failures.append({"image": "", "error": text})
         yield Notice(text, "error")
     for k, (name, pred_path, truth_path) in enumerate(pairs):
         yield Progress(k, len(pairs), name)
         try:
             gt = read_image(truth_path)
             pred = _prediction(read_image(pred_path), gt.shape, classes)
+            if postprocess is not None:
+                if pred.dtype.kind == "f":
+                    pred = class_map(pred, min_confidence)
+                pred = postprocess_classes(pred, classes, postprocess, object_dims=object_dims)
             sel = None if region is None else np.asarray(region) != 0
             report.pairs.append((name, evaluate_classes(pred, gt, classes, sel, min_confidence, names)))
         except SegloopError as exc:
             text = f"{pred_path.name}: {exc}"
-            report.failures.append({"name": name, "error": text})
+            report.failures.append({"image": name, "error": text})
             yield Notice(text, "error")
     yield Progress(len(pairs), len(pairs), "done")
     return report

@@ -15,8 +15,9 @@ Semantic mistakes are refused or honoured, never misread:
   the sigmoid itself, so the network is built without it (the weights are the
   same) and the probabilities are what the author meant. Any other activation
   is refused: segloop needs logits.
-* ``classes`` is 1 (binary: one sigmoid output) or 2 to ``MAX_CLASSES`` (softmax
-  over that many classes, class 0 background); more is refused.
+* ``classes`` is 1 (binary: one sigmoid output) or 3 to ``MAX_CLASSES`` (softmax
+  over that many classes, class 0 background); 2 and more than ``MAX_CLASSES``
+  are refused (two classes are the binary case, one output).
 * ``aux_params`` (a classification head) is refused.
 """
 
@@ -128,6 +129,9 @@ def _classes(key: str, value: Any) -> int:
         raise _Bad("must be a whole number >= 1")
     if value > MAX_CLASSES:
         raise _Bad(f"is {value}; segloop models have at most {MAX_CLASSES} classes")
+    if value == 2:
+        raise _Bad("is 2: a model of objects and background has one output (classes 1, sigmoid); "
+                   "softmax models have 3 or more classes")
     return int(value)
 
 

@@ -202,6 +202,8 @@ class TrainingData:
         self.classes = max(2, int(classes))
         #: Annotated pixels per class index (0 = background), set by :meth:`build`.
         self.class_counts = np.zeros(self.classes, np.int64)
+        #: Problems of the last split (a class painted only in held-out blocks), said by the trainer.
+        self.split_warnings: list[str] = []
         self.notes: list[str] = []
         opts = input_options or {}
         self.prepared: list[PreparedInput] = []
@@ -293,8 +295,10 @@ class TrainingData:
                 n_fg += tgt.n_foreground
                 n_bg += tgt.n_background
         if not targets:
-            what = ("no scribbles (paint 1 = foreground and 2 = background)" if self.mode == "scribbles"
-                    else "no painted foreground")
+            k = self.classes
+            what = ("no painted foreground" if self.mode != "scribbles" else
+                    "no scribbles (paint 1 = foreground and 2 = background)" if k <= 2 else
+                    f"no scribbles (paint 1 to {k - 1} for the classes and {k} for background)")
             raise InputError(f"The labels have {what}; paint some labels before training.")
         if self.classes > 2 and (counts == 0).any():
             missing = [str(c) for c in range(1, self.classes) if counts[c] == 0]
@@ -388,6 +392,16 @@ class TrainingData:
             windows = [windows[k] for k in keep_idx]
         self.planes, self.windows = planes, windows
         self.train_planes = [k for k, pl in enumerate(planes) if len(pl.fg) + len(pl.bg) > 0]
+        self.split_warnings = []
+        if self.classes > 2:
+            trained = np.zeros(self.classes, np.int64)
+            for pl in planes:
+                trained += class_counts(pl.target, pl.weight, self.classes)
+            missing = [str(c) for c in range(1, self.classes) if trained[c] == 0]
+            if missing:
+                self.split_warnings.append(
+                    f"Class {', '.join(missing)} is painted only where the labels are held out for "
+                    "validation, so the model cannot learn it: paint it in more places.")
 
     @staticmethod
     def _window(p: int, h: int, w: int, by: int, bx: int, scored: np.ndarray) -> ValWindow:

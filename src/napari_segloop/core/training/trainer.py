@@ -637,6 +637,8 @@ def train(
         data.prepare_plane(i, idx)
     yield Progress(len(pending), len(pending), "preparing the annotated planes")
     data.build(labels)
+    for text in data.split_warnings:
+        yield Notice(text, "warning")
     if not data.held_out:
         yield Notice("Too few annotations to hold any out: validation uses the training "
                      "annotations, so it cannot detect over-fitting. Paint in more places.", "warning")
@@ -899,12 +901,13 @@ def train(
                         f"annotations (Dice {best['dice']:.3f} < {baseline['dice']:.3f}).")
     share = _fractions(bundle, data, PredictOptions(device="cpu", channel_axis=cfg.channel_axis,
                                                     convert=cfg.convert, channel=cfg.channel), threshold)
+    rule = f"at threshold {threshold:g}" if start.classes == 1 else "in any class but background"
     if share < DEGENERATE:
         warnings.append(f"The new model marks almost nothing as foreground on the training images "
-                        f"({share:.2%} of the pixels at threshold {threshold:g}).")
+                        f"({share:.2%} of the pixels {rule}).")
     elif share > 1 - DEGENERATE:
         warnings.append(f"The new model marks almost everything as foreground on the training images "
-                        f"({share:.2%} of the pixels at threshold {threshold:g}).")
+                        f"({share:.2%} of the pixels {rule}).")
     for text in warnings:
         yield Notice(text, "warning")
     elapsed = active()
