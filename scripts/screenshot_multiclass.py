@@ -84,6 +84,8 @@ def main(argv: list[str]) -> int:
         print("screenshot_multiclass: no scores", file=sys.stderr)
         return 1
     viewer.layers["nuclei probability"].visible = False
+    if "nuclei mask" in viewer.layers:  # the Threshold dock's binary view of one class
+        viewer.layers["nuclei mask"].visible = False
     confusion = viewer.layers["nuclei class confusion"]
     confusion.visible = False
     viewer.layers.selection.active = image_layer
@@ -94,8 +96,12 @@ def main(argv: list[str]) -> int:
     before = dock.scores
     wait_until(lambda: dock.scores is not before, TIMEOUT)
     viewer.layers["nuclei classes"].visible = False
+    wait_until(lambda: False, 1.0)  # the Threshold dock redraws its binary view of the new class
+    if "nuclei mask" in viewer.layers:
+        viewer.layers["nuclei mask"].visible = False
     confusion.visible = True
-    viewer.camera.zoom = viewer.camera.zoom * 1.8
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    camera.zoom = camera.zoom * 1.8
     wait_until(lambda: False, 1.5)
     viewer.screenshot(str(out / "multiclass_confusion.png"), canvas_only=False)
     print(dock.scores_text())

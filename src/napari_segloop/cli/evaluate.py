@@ -7,6 +7,7 @@ import argparse
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 from napari_segloop.cli.common import (
     EXIT_FAILED,
@@ -117,6 +118,37 @@ def _print_table(report, per_slice: bool) -> None:
               f"{' over all pairs' if not single else ''})")
 
 
+def csv_plan(args: argparse.Namespace, threshold: object) -> Any:
+    """The checked :class:`~napari_segloop.core.io.guard.OutputPlan` of ``--csv`` (empty without it).
+
+    Checked before any work: the CSV must not replace an input (a prediction, a ground truth,
+    the region, the model), and must be writable.
+
+    Raises
+    ------
+    SegloopError
+        The CSV would replace an input or cannot be written.
+    """
+    from napari_segloop.core.io.guard import CSV_OUTPUT, OutputPlan
+    from napari_segloop.core.io.images import expand_inputs
+
+    plan = OutputPlan()
+    if not args.csv:
+        return plan
+    for arg, what in ((Path(args.prediction), "the prediction"), (Path(args.truth), "the ground truth")):
+        if arg.is_dir():
+            for path in expand_inputs([arg])[0]:
+                plan.protect(path, f"{what.replace('the ', 'a ', 1)} in {arg}")
+        else:
+            plan.protect(arg, what)
+    plan.protect(args.region, "the region")
+    if args.model != "default" or threshold == "auto":
+        plan.protect(model_input(args.model), "the model")
+    plan.add(args.csv, "--csv", kind=CSV_OUTPUT)
+    plan.check()
+    return plan
+
+
 def _print_classes(report) -> None:
     for name, metrics in [*report.pairs, *([("all pairs", report.total)] if len(report.pairs) > 1 else [])]:
         summary = metrics.summary()
@@ -145,7 +177,6 @@ def _run_classes(args: argparse.Namespace, threshold: object) -> int:
     from napari_segloop.core.evaluation.class_batch import evaluate_class_files
     from napari_segloop.core.evaluation.report import write_metrics_csv
     from napari_segloop.core.events import Notice, run_to_end
-    from napari_segloop.core.io.guard import CSV_OUTPUT, OutputPlan
     from napari_segloop.core.io.images import read_image
 
     if threshold in ("best", "otsu"):
@@ -177,19 +208,11 @@ def _run_classes(args: argparse.Namespace, threshold: object) -> int:
             # As `segloop predict --threshold auto`: the model's minimum confidence and post-processing.
             min_conf = float(bundle.settings.threshold)
             pp = pp or bundle.settings.postprocess
-    plan = OutputPlan()
-    if args.csv:
-        plan.protect(Path(args.prediction), "the prediction")
-        plan.protect(Path(args.truth), "the ground truth")
-        plan.protect(args.region, "the region")
-        if args.model != "default" or threshold == "auto":
-            plan.protect(model_input(args.model), "the model")
-        plan.add(args.csv, "--csv", kind=CSV_OUTPUT)
-        try:
-            plan.check()
-        except SegloopError as exc:
-            err(str(exc))
-            return EXIT_USAGE
+    try:
+        plan = csv_plan(args, threshold)
+    except SegloopError as exc:
+        err(str(exc))
+        return EXIT_USAGE
     try:
         region = read_image(args.region) if args.region is not None else None
         report = run_to_end(
@@ -224,8 +247,7 @@ def run(args: argparse.Namespace) -> int:
     from napari_segloop.core.evaluation.batch import evaluate_files
     from napari_segloop.core.evaluation.report import write_metrics_csv
     from napari_segloop.core.events import Notice, run_to_end
-    from napari_segloop.core.io.guard import CSV_OUTPUT, OutputPlan
-    from napari_segloop.core.io.images import expand_inputs, read_image
+    from napari_segloop.core.io.images import read_image
 
     if (problem := apply_image_limit(args)) is not None:
         err(problem)
@@ -253,24 +275,11 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         if args.classes >= 3:
             return _run_classes(args, threshold)
-    if args.csv:
-        # Checked before any work: the CSV must not replace an input, and must be writable.
-        plan = OutputPlan()
-        for arg, what in ((pred_arg, "the prediction"), (truth_arg, "the ground truth")):
-            if arg.is_dir():
-                for path in expand_inputs([arg])[0]:
-                    plan.protect(path, f"{what.replace('the ', 'a ', 1)} in {arg}")
-            else:
-                plan.protect(arg, what)
-        plan.protect(args.region, "the region")
-        if args.model != "default" or threshold == "auto":
-            plan.protect(model_input(args.model), "the model")
-        plan.add(args.csv, "--csv", kind=CSV_OUTPUT)
-        try:
-            plan.check()
-        except SegloopError as exc:
-            err(str(exc))
-            return EXIT_USAGE
+    try:
+        plan = csv_plan(args, threshold)
+    except SegloopError as exc:
+        err(str(exc))
+        return EXIT_USAGE
     try:
         region = read_image(args.region) if args.region is not None else None
         report = run_to_end(

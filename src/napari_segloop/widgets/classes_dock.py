@@ -381,8 +381,10 @@ class ClassesDock(QWidget):
             for c in range(cols):
                 item = QTableWidgetItem(str(int(m.confusion[r, c])))
                 item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
-                if r == c:
-                    item.setForeground(Qt.GlobalColor.darkGreen)
+                if r == c:  # the correct pixels: bold (readable on light and dark themes)
+                    font = item.font()
+                    font.setBold(True)
+                    item.setFont(font)
                 self.matrix.setItem(r, c, item)
         self.status.setText(f"TP / FP / FN of class {result.shown} in '{self.image_name()} "
                             f"{CLASS_CONFUSION_ROLE}' ({_legend_text()}).")
