@@ -85,6 +85,11 @@ def class_weights(n_foreground: int, n_background: int, foreground: float | None
     return ClassWeights(n / (2.0 * n_foreground), n / (2.0 * n_background))
 
 
+def _summed(parts: list[torch.Tensor]) -> torch.Tensor | None:
+    """The sum of the loss terms, or None when there is none (the batch is skipped)."""
+    return sum(parts[1:], parts[0]) if parts else None
+
+
 def multiclass_weights(counts: np.ndarray | list[int]) -> ClassWeights:
     """Class weights ``N / (K N_c)`` for the K-class ``wbce``: every class carries 1/K of the loss."""
     c = np.asarray(counts, dtype=np.float64)
@@ -133,12 +138,7 @@ def _multiclass_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.T
             kl = (kl * kw).sum() / k_sum
             parts.append(keep_weight * kl)
             terms["keep"] = float(kl.detach())
-    if not parts:
-        return None, terms
-    total_loss = parts[0]
-    for part in parts[1:]:
-        total_loss = total_loss + part
-    return total_loss, terms
+    return _summed(parts), terms
 
 
 def _masked_dice(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -219,12 +219,7 @@ def training_loss(
             kl = (kl - floor) / k_sum
             parts.append(keep_weight * kl)
             terms["keep"] = float(kl.detach())
-    if not parts:
-        return None, terms
-    total = parts[0]
-    for p in parts[1:]:
-        total = total + p
-    return total, terms
+    return _summed(parts), terms
 
 
 def edge_term(logits: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
