@@ -44,3 +44,13 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _quick_scheduler_timeout(monkeypatch):
+    """A scheduler that is not there is reported after 1 s in tests (10 s for users)."""
+    try:
+        from napari_segloop.core.inference import cluster
+    except ImportError:  # pragma: no cover - distributed is a dependency
+        return
+    monkeypatch.setattr(cluster, "CONNECT_TIMEOUT_S", 1.0)

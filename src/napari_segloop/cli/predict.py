@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from napari_segloop.cli import chunked, cluster
 from napari_segloop.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -72,6 +73,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     add_image_limit_arg(p)
     add_model_args(p)
+    chunked.add_args(p)
+    cluster.add_args(p)
 
 
 def output_paths(
@@ -135,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
     from napari_segloop.core.io.guard import OutputPlan
     from napari_segloop.core.io.images import IMAGE_OUTPUT, PROBABILITY_OUTPUT, expand_inputs
 
-    if (problem := apply_image_limit(args)) is not None:
+    if (problem := apply_image_limit(args) or cluster.usage_problem(args)) is not None:
         err(problem)
         return EXIT_USAGE
     files, skipped = expand_inputs(args.inputs)
@@ -147,22 +150,34 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output)
     # Path() drops a trailing slash, which says "a folder" (created if needed).
     as_folder = args.output.endswith(("/", os.sep))
-    if len(files) > 1 and output.exists() and not output.is_dir():
-        err(f"{output}: several inputs need an output folder, but this is a file.")
-        return EXIT_USAGE
-    if len(files) == 1 and not output.is_dir() and not output.suffix and not as_folder:
-        err(f"{output}: give a file name with .tif or .npy, or an existing folder.")
-        return EXIT_USAGE
-    # Every output is checked before the model is loaded or an image is read: none may be
-    # an input (nor inside the model bundle), and each must be writable where it goes.
     kind = "probability" if args.threshold is None else "mask"
-    targets = output_paths(files, output, ".tif", kind, as_folder, create=False)
+    models = args.model or ["default"]
+    zarr_mode = chunked.wants_zarr(files, args.output)
+    if zarr_mode:
+        targets_or_problem = chunked.zarr_targets(files, output, kind, as_folder)
+        problem = (targets_or_problem if isinstance(targets_or_problem, str)
+                   else chunked.usage_problem(args)
+                   or chunked.check_targets(files, targets_or_problem,
+                                            [(model_input(spec), "the model") for spec in models]))
+        if problem:
+            err(problem)
+            return EXIT_USAGE
+        targets = list(targets_or_problem)
+    else:
+        if len(files) > 1 and output.exists() and not output.is_dir():
+            err(f"{output}: several inputs need an output folder, but this is a file.")
+            return EXIT_USAGE
+        if len(files) == 1 and not output.is_dir() and not output.suffix and not as_folder:
+            err(f"{output}: give a file name with .tif or .npy, or an existing folder.")
+            return EXIT_USAGE
+        # Every output is checked before the model is loaded or an image is read: none may be
+        # an input (nor inside the model bundle), and each must be writable where it goes.
+        targets = output_paths(files, output, ".tif", kind, as_folder, create=False)
     in_folder = targets != [output]
     plan = OutputPlan([(f, "an input image") for f in files])
-    models = args.model or ["default"]
     for spec in models:
         plan.protect(model_input(spec), "the model")
-    for dst in targets:
+    for dst in [] if zarr_mode else targets:
         plan.add(dst, "the output" if in_folder else "-o",
                  kind=PROBABILITY_OUTPUT if args.threshold is None else IMAGE_OUTPUT,
                  create_folders=in_folder)
@@ -203,13 +218,12 @@ def run(args: argparse.Namespace) -> int:
     # working then falls back to the CPU, as auto promises).
     options.device = "auto" if choice.requested == "auto" else str(choice.device)
 
-    failed = 0
-    for src, dst in zip(files, targets, strict=True):
+    def show_for(src: Path, unit: str = "tile") -> tuple[Any, Any]:
         # disable=None: no progress bar when stderr is not a terminal (logs, pipes).
-        bar = tqdm(total=None, desc=src.name, unit="tile", disable=True if args.quiet else None,
+        bar = tqdm(total=None, desc=src.name, unit=unit, disable=True if args.quiet else None,
                    file=sys.stderr, leave=False)
 
-        def show(event: object, bar=bar, src=src) -> None:
+        def show(event: object) -> None:
             if isinstance(event, Progress):
                 bar.total = event.total
                 bar.n = event.done
@@ -218,6 +232,16 @@ def run(args: argparse.Namespace) -> int:
                 bar.clear()
                 note(f"{src.name}: {event.text}")
 
+        return show, bar
+
+    if cluster.wanted(args):
+        return cluster.run(args, files, targets, bundle, options, zarr_mode, OBJECT_DIMS[args.objects],
+                           show_for)
+    if zarr_mode:
+        return chunked.run(args, files, targets, bundle, options, show_for)
+    failed = 0
+    for src, dst in zip(files, targets, strict=True):
+        show, bar = show_for(src)
         try:
             run_to_end(predict_file(bundle, src, dst, options, args.threshold,
                                     object_dims=OBJECT_DIMS[args.objects]), show)

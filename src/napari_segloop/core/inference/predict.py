@@ -36,7 +36,6 @@ from napari_segloop.core.inference.normalize import (
     apply_stats,
     compute_stats,
     conversion_name,
-    normalize_slice,
     prepare_input,
 )
 from napari_segloop.core.inference.tiling import TileGrid
@@ -92,6 +91,13 @@ class PredictOptions:
         Explicit channel conversion.
     channel : int, optional
         Use only this channel.
+    stats_sample : np.ndarray, optional
+        Raw pixels, ``(C_model, h, w)`` after the channel conversion, that the
+        normalisation statistics come from instead of each slice itself. The
+        chunked prediction of an image larger than memory
+        (:mod:`napari_segloop.core.inference.blocks`) gives every block the
+        same sample of the whole image, so that the blocks are normalised
+        alike and no block is read twice.
     """
 
     device: str = "auto"
@@ -105,6 +111,7 @@ class PredictOptions:
     rgb: bool | None = None
     convert: str = "none"
     channel: int | None = None
+    stats_sample: np.ndarray | None = None
 
     def resolved(self, bundle: ModelBundle) -> PredictOptions:
         """Return a copy with bundle defaults filled in and values checked."""
@@ -168,6 +175,14 @@ def _resize_chw(chw: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     out = torch.nn.functional.interpolate(t, size=size, mode="bilinear", align_corners=False,
                                           antialias=down)
     return out[0].numpy()
+
+
+def _normalized(chw: np.ndarray, stats: NormStats) -> np.ndarray:
+    """A float32 copy of a raw ``(C, H, W)`` slice, normalised with ``stats``."""
+    out = np.empty(chw.shape, dtype=np.float32)
+    np.copyto(out, chw.view(np.uint8) if chw.dtype == np.bool_ else chw, casting="unsafe")
+    apply_stats(out, stats)
+    return out
 
 
 class _Plan:
@@ -373,7 +388,8 @@ def predict_channels(
     warned: set[str] = set()
     for done_slices, index in enumerate(indices):
         raw = prepared.slice_chw(index)
-        stats = compute_stats(raw, bundle.settings.normalization)
+        sample = raw if opts.stats_sample is None else opts.stats_sample
+        stats = compute_stats(sample, bundle.settings.normalization)
         for text in stats.warnings:
             if text not in warned:
                 warned.add(text)
@@ -384,7 +400,7 @@ def predict_channels(
             yield Notice(inverted_warning(stats), "warning")
         if factor != 1:
             # Resizing needs the whole normalised slice; without it, tiles are normalised one by one.
-            source = _resize_chw(normalize_slice(raw, bundle.settings.normalization)[0], (sh, sw))
+            source = _resize_chw(_normalized(raw, stats), (sh, sw))
             source_stats = None
         else:
             source, source_stats = raw, stats

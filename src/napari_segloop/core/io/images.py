@@ -226,7 +226,7 @@ def write_image(
 
 
 def expand_inputs(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[str]]:
-    """Expand files and folders into a sorted list of image files.
+    """Expand files and folders into a sorted list of image files (and ``.zarr`` images).
 
     Files inside folders that are not images by suffix, and entries that are
     not regular files (FIFOs, sockets, devices, broken links: never opened),
@@ -240,21 +240,23 @@ def expand_inputs(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[
     skipped : list of str
         Messages about skipped folder entries.
     """
+    from napari_segloop.core.io.lazy import is_zarr_path
+
     files: list[Path] = []
     skipped: list[str] = []
     for raw in paths:
         p = Path(raw)
-        if p.is_dir():
+        if p.is_dir() and not is_zarr_path(p):
             visible = sorted(q for q in p.iterdir() if not q.name.startswith("."))
             # A FIFO, socket, device or broken link is never opened (a FIFO would block): it is
             # reported, not silently left out. Sub-folders are not searched.
-            entries = [q for q in visible if q.is_file()]
+            entries = [q for q in visible if q.is_file() or (q.is_dir() and is_zarr_path(q))]
             for q in visible:
                 if not q.is_file() and not q.is_dir():
                     skipped.append(f"{q}: skipped (not a regular file)")
-            images = [q for q in entries if is_image_path(q)]
+            images = [q for q in entries if is_image_path(q) or q.is_dir()]
             for q in entries:
-                if not is_image_path(q):
+                if not (is_image_path(q) or q.is_dir()):
                     skipped.append(f"{q}: skipped (not an image file)")
             if not images:
                 skipped.append(f"{p}: no image files in this folder")
