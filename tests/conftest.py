@@ -46,6 +46,20 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A saved tiny bundle (1 channel, 64-px tiles, threshold 0.5) for command-line tests."""
+    import torch
+
+    from napari_segloop.core.bundle import BundleSettings, create_model, save_bundle
+
+    torch.manual_seed(0)
+    settings = BundleSettings(channel_names=["gray"], tile_size=64, threshold=0.5)
+    bundle = create_model("Unet", "tu-lcnet_050", 1, 1, settings=settings,
+                          encoder_depth=3, decoder_channels=(16, 16, 16))
+    return save_bundle(bundle, tmp_path_factory.mktemp("models") / "tiny")
+
+
 @pytest.fixture(autouse=True)
 def _quick_scheduler_timeout(monkeypatch):
     """A scheduler that is not there is reported after 1 s in tests (10 s for users)."""

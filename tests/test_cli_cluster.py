@@ -6,31 +6,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tifffile
-import torch
 
 from napari_segloop.cli import EXIT_FAILED, EXIT_USAGE, main
-from napari_segloop.core.bundle import BundleSettings, create_model, save_bundle
 
-pytest.importorskip("distributed")
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    settings = BundleSettings(channel_names=["gray"], tile_size=64, threshold=0.5)
-    bundle = create_model("Unet", "tu-lcnet_050", 1, 1, settings=settings,
-                          encoder_depth=3, decoder_channels=(16, 16, 16))
-    return save_bundle(bundle, tmp_path_factory.mktemp("models") / "tiny")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def test_a_folder_on_a_local_cluster_writes_what_one_process_writes(tmp_path, model_dir, capsys):
+def test_a_folder_on_a_local_cluster_writes_what_one_process_writes(tmp_path, tiny_model_dir, capsys):
     folder = tmp_path / "in"
     folder.mkdir()
     for k in range(3):
         image = (np.random.default_rng(k).random((60, 70)) * 255).astype(np.uint8)
         tifffile.imwrite(folder / f"f{k}.tif", image)
     (folder / "broken.tif").write_bytes(b"not a tiff")
-    common = ["predict", str(folder), "-m", str(model_dir), "--device", "cpu", "--threads", "1"]
+    common = ["predict", str(folder), "-m", str(tiny_model_dir), "--device", "cpu", "--threads", "1"]
     assert main([*common, "-o", str(tmp_path / "one")]) == EXIT_FAILED
     capsys.readouterr()
     assert main([*common, "-o", str(tmp_path / "many"), "--workers", "2"]) == EXIT_FAILED
@@ -45,9 +34,9 @@ def test_a_folder_on_a_local_cluster_writes_what_one_process_writes(tmp_path, mo
                                       tifffile.imread(tmp_path / "one" / name))
 
 
-def test_cluster_options_are_checked_before_any_work(tmp_path, model_dir, capsys):
+def test_cluster_options_are_checked_before_any_work(tmp_path, tiny_model_dir, capsys):
     tifffile.imwrite(tmp_path / "a.tif", np.zeros((40, 40), np.uint8))
-    base = ["predict", str(tmp_path / "a.tif"), "-o", str(tmp_path / "o.tif"), "-m", str(model_dir)]
+    base = ["predict", str(tmp_path / "a.tif"), "-o", str(tmp_path / "o.tif"), "-m", str(tiny_model_dir)]
     assert main([*base, "--workers", "0"]) == EXIT_USAGE
     assert "--workers must be at least 1" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # argparse: the two options exclude each other

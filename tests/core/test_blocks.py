@@ -180,3 +180,15 @@ def test_bad_block_settings_are_refused():
         plan_blocks((), 10, 10, 0, 2)
     with pytest.raises(InputError, match="at least 2 dimensions"):
         Layout.of((10,), 1)
+
+
+def test_instance_ids_become_a_foreground_mask_block_by_block_and_it_says_so():
+    from napari_segloop.core.masks import PostProcess
+
+    bundle = identity_bundle(postprocess=PostProcess(instances=True), threshold=0.5)
+    image = _image((150, 170))
+    events: list = []
+    mask, _, _ = _blocks(bundle, image, threshold="auto", events=events, block=64, halo=8)
+    ref = run_to_end(predict(bundle, image, OPTS)) > 0.5
+    np.testing.assert_array_equal(mask, ref.astype(np.uint8))
+    assert any("not instance ids" in e.text for e in events if isinstance(e, Notice))

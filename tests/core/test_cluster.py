@@ -21,7 +21,6 @@ from napari_segloop.core.inference.chunked_files import plan_zarr_job, run_zarr_
 from napari_segloop.core.inference.files import predict_file
 from napari_segloop.core.inference.predict import PredictOptions
 
-pytest.importorskip("distributed")
 OPTS = PredictOptions(device="cpu", tile_size=64)
 
 

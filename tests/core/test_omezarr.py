@@ -74,3 +74,20 @@ def test_an_existing_folder_of_another_job_or_another_tool_is_never_overwritten(
 def test_axes_that_ome_zarr_cannot_hold_are_refused(axes):
     with pytest.raises(InputError, match="OME-Zarr"):
         ngff_axes(axes)
+
+
+def test_live_writes_draw_every_level_as_finish_would(tmp_path):
+    data = np.random.default_rng(1).random((300, 200)).astype(np.float32)
+    done = _out(tmp_path / "a.zarr")
+    done.write((slice(0, 300), slice(0, 200)), data)
+    list(done.finish())
+    live = _out(tmp_path / "b.zarr")
+    live.live = True
+    for y in range(0, 300, 128):  # blocks of 128 px (aligned to the levels' powers of two)
+        for x in range(0, 200, 128):
+            live.write((slice(y, min(y + 128, 300)), slice(x, min(x + 128, 200))),
+                       data[y:y + 128, x:x + 128])
+    a = zarr.open_group(str(tmp_path / "a.zarr"), mode="r")
+    b = zarr.open_group(str(tmp_path / "b.zarr"), mode="r")
+    for level in a.array_keys():
+        np.testing.assert_allclose(b[level][:], a[level][:], atol=1e-6)

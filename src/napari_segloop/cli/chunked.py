@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from napari_segloop.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, err
+from napari_segloop.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, err, file_error
 
 ZARR_SUFFIX = ".ome.zarr"
 
@@ -53,14 +53,9 @@ def zarr_targets(files: list[Path], output: Path, kind: str, as_folder: bool) ->
                 f"{zarr_stem(output)}{ZARR_SUFFIX}), or be an existing folder.")
     if output.exists() and not output.is_dir():
         return f"{output}: several inputs need an output folder, but this is a file."
-    seen: dict[str, int] = {}
-    out = []
-    for f in files:
-        stem = f"{zarr_stem(f)}_{kind}"
-        n = seen.get(stem.casefold(), 0)
-        seen[stem.casefold()] = n + 1
-        out.append(output / f"{stem}{'' if n == 0 else f'_{n + 1}'}{ZARR_SUFFIX}")
-    return out
+    from napari_segloop.cli.predict import output_paths
+
+    return output_paths(files, output, ZARR_SUFFIX, kind, True, create=False, stem_of=zarr_stem)
 
 
 def check_targets(files: list[Path], targets: list[Path],
@@ -105,8 +100,7 @@ def run(args: argparse.Namespace, files: list[Path], targets: list[Path], model:
                 print(f"{src} -> {dst}", file=sys.stderr)
         except SegloopError as exc:
             failed += 1
-            msg = str(exc)
-            err(msg if msg.startswith(str(src)) else f"{src}: {msg}")
+            file_error(src, exc)
         except OSError as exc:
             failed += 1
             err(f"{src}: cannot write {dst} ({exc.strerror or exc}).")

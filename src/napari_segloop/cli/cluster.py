@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from napari_segloop.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, err, note
+from napari_segloop.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, err, file_error, note
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace, files: list[Path], targets: list[Path], model:
                         print(f"{o.src} -> {o.dst}", file=sys.stderr)
                 else:
                     failed += 1
-                    err(o.error if o.error.startswith(str(o.src)) else f"{o.src}: {o.error}")
+                    file_error(o.src, o.error)
     finally:
         client.close()
         if local is not None:
@@ -109,8 +109,7 @@ def _blocks(args: argparse.Namespace, files: list[Path], targets: list[Path], mo
                 print(f"{src} -> {dst}", file=sys.stderr)
         except SegloopError as exc:
             failed += 1
-            msg = str(exc)
-            err(msg if msg.startswith(str(src)) else f"{src}: {msg}")
+            file_error(src, exc)
         finally:
             bar.close()
     return failed

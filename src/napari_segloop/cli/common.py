@@ -16,6 +16,12 @@ def err(message: str) -> None:
     print(f"segloop: error: {printable(message, 2000)}", file=sys.stderr)
 
 
+def file_error(src: Any, exc: BaseException | str) -> None:
+    """One error line for a file that failed: the message, prefixed with the file unless it names it."""
+    msg = str(exc)
+    err(msg if msg.startswith(str(src)) else f"{src}: {msg}")
+
+
 def note(message: str) -> None:
     """Print ``segloop: note: message`` on stderr (one line, control characters escaped)."""
     from napari_segloop.core.text import printable

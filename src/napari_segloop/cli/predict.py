@@ -19,6 +19,7 @@ from napari_segloop.cli.common import (
     apply_image_limit,
     channel_axis_arg,
     err,
+    file_error,
     load_model,
     note,
     threads_arg,
@@ -79,13 +80,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def output_paths(
     inputs: list[Path], output: Path, suffix: str, kind: str, as_folder: bool = False,
-    *, create: bool = True,
+    *, create: bool = True, stem_of: Any = None,
 ) -> list[Path]:
     """One output path per input: ``output`` itself for one file, else ``<stem>_<kind><suffix>`` in it.
 
     Names that differ only in case are numbered too (they are one file on
     case-insensitive file systems). ``create=False`` leaves the folder to
-    the caller (created after the outputs were checked).
+    the caller (created after the outputs were checked). ``stem_of`` names an
+    input's stem (default ``Path.stem``).
     """
     if len(inputs) == 1 and not (output.is_dir() or as_folder):
         return [output]
@@ -94,7 +96,7 @@ def output_paths(
     seen: dict[str, int] = {}
     paths = []
     for p in inputs:
-        stem = f"{p.stem}_{kind}"
+        stem = f"{(stem_of or (lambda q: q.stem))(p)}_{kind}"
         n = seen.get(stem.casefold(), 0)
         seen[stem.casefold()] = n + 1
         paths.append(output / f"{stem}{'' if n == 0 else f'_{n + 1}'}{suffix}")
@@ -249,8 +251,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{src} -> {dst}", file=sys.stderr)
         except SegloopError as exc:
             failed += 1
-            msg = str(exc)
-            err(msg if msg.startswith(str(src)) else f"{src}: {msg}")
+            file_error(src, exc)
         except MemoryError:
             failed += 1
             err(f"{src}: not enough memory for this image.")

@@ -11,6 +11,8 @@ Messages
         ``done`` of ``total`` steps (tiles, batches, files).
     :class:`Notice`
         Something the user should be told (a fallback, a retry, odd input).
+    :class:`BlockWritten`
+        A block of a chunked prediction was written (a zarr-backed layer redraws).
     :class:`TrainStep`
         One optimisation step of a training run: losses, learning rate, speed.
     :class:`Validation`
@@ -29,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 __all__ = [
+    "BlockWritten",
     "Event",
     "Notice",
     "Preview",
@@ -75,6 +78,19 @@ class Notice:
 
     text: str
     level: Literal["info", "warning", "error"] = "info"
+
+
+@dataclass(frozen=True)
+class BlockWritten:
+    """One block of a chunked prediction is in its output (napari redraws the layer).
+
+    Attributes
+    ----------
+    region : tuple of (int, int)
+        ``(start, stop)`` along each axis of the output.
+    """
+
+    region: tuple[tuple[int, int], ...]
 
 
 @dataclass(frozen=True)
@@ -171,7 +187,7 @@ class Preview:
 
 
 #: Any message a long job yields.
-Event = Progress | Notice | TrainStep | Validation | Snapshot | Preview
+Event = Progress | Notice | BlockWritten | TrainStep | Validation | Snapshot | Preview
 
 
 def run_to_end(

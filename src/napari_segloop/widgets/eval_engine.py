@@ -429,6 +429,19 @@ class EvaluationEngine(QObject):
             self.runner.cancel()
             self.changed.emit()
             return
+        from napari_segloop.widgets.large_layers import is_large
+
+        if is_large(pred):
+            # Scoring reads the whole map (the exact threshold search sorts it): not for a map
+            # larger than memory. Histogram-based scores for those are planned (issue 12).
+            self.inputs = None
+            self.message = (f"{pred.name!r} is larger than memory (a zarr-backed map): the Threshold and "
+                            "Confusion docks cannot score it yet. Threshold it with segloop predict "
+                            "--threshold T (or auto) into an OME-Zarr mask.")
+            self._notify(self.message, "warning")
+            self.runner.cancel()
+            self.changed.emit()
+            return
         kind = "labels" if state.labels is not None else "probability"
         shape = tuple(layer_array(pred).shape)
         planes = None

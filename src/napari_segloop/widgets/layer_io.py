@@ -250,6 +250,37 @@ def write_probability(
     return layer
 
 
+def write_live_probability(viewer: Any, session: Session, image: Any, output: Any, inp: PredictInput) -> Any:
+    """Show a zarr-backed probability map being written (a layer larger than memory) as a multiscale layer.
+
+    An earlier ``<image> probability`` layer (the plugin's own) is replaced:
+    a layer cannot turn multiscale in place. Returns the new layer.
+    """
+    from napari_segloop.widgets.large_layers import levels
+
+    image = unwrap(image)
+    old = find_probability_layer(viewer, session, image)
+    previous = session.probability(image)
+    if previous is not None and previous.classes is not None:
+        _drop_class_outputs(viewer, image, old)
+    if old is not None:
+        viewer.layers.remove(old)
+    lay = inp.layout
+    data = levels(output)
+    layer = viewer.add_image(
+        data,
+        multiscale=True,
+        name=probability_name(image),
+        scale=lay.scale,
+        translate=lay.translate,
+        metadata={METADATA_KEY: {"role": PROBABILITY_ROLE, "image": image.name, "path": str(output.path)}},
+        **PROBABILITY_STYLE,
+    )
+    session.set_probability(
+        image, ProbabilityMap(weakref.ref(layer), data[0], session.model_version, False, set()))
+    return layer
+
+
 CLASSES_ROLE = "classes"
 
 

@@ -36,12 +36,12 @@ from superqt import QCollapsible
 from napari_segloop.cli.equivalent import predict_command
 from napari_segloop.core import bundle as core_bundle
 from napari_segloop.core.errors import SegloopError
-from napari_segloop.core.events import Notice, Progress
+from napari_segloop.core.events import BlockWritten, Notice, Progress
 from napari_segloop.core.inference.ensemble import Ensemble, predict_ensemble
 from napari_segloop.core.inference.normalize import CONVERSIONS as CORE_CONVERSIONS
 from napari_segloop.core.inference.predict import PredictOptions, predict
 from napari_segloop.core.inference.threads import apply_threads, available_cores, resolve_threads
-from napari_segloop.widgets import layer_io
+from napari_segloop.widgets import large_layers, layer_io
 from napari_segloop.widgets.class_state import ClassPrediction
 from napari_segloop.widgets.jobs import (
     JobFailed,
@@ -120,6 +120,7 @@ class _Run:
     bundle: Any
     worker: Any
     cancelled: bool = False
+    live: Any = None  # large_layers.LiveLayer of a layer larger than memory
 
 
 class PredictDock(QWidget):
@@ -480,9 +481,25 @@ class PredictDock(QWidget):
             show_error(f"{layer.name}: {exc}")
             self.status.setText(str(exc))
             return False
-        worker = create_job_worker(predict_job, bundle, inp.data, inp.options, self.threads(),
-                                   self.session.class_confidence,
-                                   desc=f"segloop: predicting {layer.name}")
+        large = not slice_only and large_layers.is_large(layer)
+        if large and bundle is not None and bundle.classes > 1:
+            text = ("Images larger than memory are predicted by binary models in napari; for several "
+                    "classes run segloop predict with --threshold auto.")
+            show_error(text)
+            self.status.setText(text)
+            return False
+        if large:
+            from napari_segloop.core.inference.blocks import Layout as BlockLayout
+
+            block_layout = BlockLayout.of(inp.data.shape, self._model_channels(), inp.options.channel_axis,
+                                          inp.options.rgb)
+            worker = create_job_worker(large_layers.large_job, bundle, inp.data, inp.options, block_layout,
+                                       layer.name, large_layers.visible_region(layer), self.threads(),
+                                       desc=f"segloop: predicting {layer.name} block by block")
+        else:
+            worker = create_job_worker(predict_job, bundle, inp.data, inp.options, self.threads(),
+                                       self.session.class_confidence,
+                                       desc=f"segloop: predicting {layer.name}")
         source = getattr(layer, "source", None)
         path = getattr(source, "path", None)
         state = _Run(weakref.ref(layer), layer.name, str(path) if path else None, inp, options,
@@ -530,6 +547,16 @@ class PredictDock(QWidget):
         elif isinstance(event, ModelReady):
             state.bundle = event.bundle
             self.session.set_model(event.bundle)
+        elif isinstance(event, large_layers.LiveOutput):
+            image = state.image()
+            if image is not None and any(lyr is image for lyr in self.viewer.layers):
+                layer = layer_io.write_live_probability(self.viewer, self.session, image, event.output,
+                                                        state.inp)
+                state.live = large_layers.LiveLayer(layer, event.output)
+                self.status.setText(f"Predicting {state.image_name} block by block into {layer.name} "
+                                    f"({event.output.path})…")
+        elif isinstance(event, BlockWritten) and state.live is not None:
+            state.live.refresh()
 
     def _on_returned(self, result: Any) -> None:
         from napari.utils.notifications import show_error, show_info
@@ -547,6 +574,9 @@ class PredictDock(QWidget):
             show_info(text)
             self.status.setText(text)
             return
+        if isinstance(result, large_layers.LargeResult):
+            self._large_done(state, result)
+            return
         ensemble = result if isinstance(result, EnsembleOutput) else None
         if ensemble is not None:
             result = ensemble.result
@@ -562,6 +592,25 @@ class PredictDock(QWidget):
                                                          threads=self.threads()))
             self.command_edit.setCursorPosition(0)
             self.command_edit.setToolTip(self.command_edit.text())
+        except SegloopError:
+            self.command_edit.clear()
+
+    def _large_done(self, state: _Run, result: Any) -> None:
+        image = state.image()
+        live = state.live
+        if live is None or image is None:
+            return
+        live.refresh()
+        entry = self.session.probability(image)
+        if entry is not None:
+            entry.complete = True
+        layer = live.layer()
+        name = layer.name if layer is not None else "the probability layer"
+        self.status.setText(f"Done: {name}, {result.blocks.blocks} block(s), in {result.output.path}.")
+        try:
+            self.command_edit.setText(predict_command(state.bundle, state.options, state.image_path,
+                                                         threads=self.threads()))
+            self.command_edit.setCursorPosition(0)
         except SegloopError:
             self.command_edit.clear()
 
@@ -632,7 +681,8 @@ class PredictDock(QWidget):
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(0 if state.cancelled else 1)
         if state.cancelled:
-            self.status.setText("Cancelled; nothing was written.")
+            self.status.setText("Cancelled; the blocks done so far stay in the probability layer."
+                                if state.live is not None else "Cancelled; nothing was written.")
         self._update_enabled()
 
     def copy_command(self) -> None:

@@ -40,7 +40,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from napari_segloop.core.errors import InputError
-from napari_segloop.core.events import Event, Notice, Progress, part_of, relay
+from napari_segloop.core.events import BlockWritten, Event, Notice, Progress, part_of, relay
 from napari_segloop.core.inference.normalize import detect_channel_axis, prepare_input
 from napari_segloop.core.inference.predict import PredictOptions
 from napari_segloop.core.io.lazy import LazyImage
@@ -58,6 +58,7 @@ __all__ = [
     "predict_block",
     "predict_blocks",
     "read_sample",
+    "visible_first",
     "write_block",
 ]
 
@@ -333,6 +334,8 @@ def write_block(
     out = output_for(model, prob, threshold, object_dims=2, scale=options.scale_factor(first))
     ys, xs = block.crop
     data = out[..., ys, xs]
+    if threshold is not None and int(getattr(model, "classes", 1)) == 1 and data.dtype != np.uint8:
+        data = (data > 0).astype(np.uint8)  # instance ids are not numbered across blocks: foreground
     region = output_region(model, block, threshold)
     write(region, data.reshape(tuple(s.stop - s.start for s in region)))
 
@@ -347,6 +350,7 @@ def predict_blocks(
     block: int = BLOCK,
     halo: int | None = None,
     layout: Layout | None = None,
+    first: tuple[int, int, int, int] | None = None,
 ) -> Generator[Event, None, BlockResult]:
     """Predict ``lazy`` block by block into ``writer``; blocks already written are skipped.
 
@@ -369,11 +373,15 @@ def predict_blocks(
         (at least the model's input multiple).
     layout : Layout, optional
         The input's axes; default from its shape and ``options.channel_axis``.
+    first : (y0, y1, x0, x1), optional
+        A region of the plane to predict first (what napari shows): the blocks
+        are taken by their distance to its centre, those that overlap it first.
+        Default: row by row.
 
     Yields
     ------
-    Progress or Notice
-        Progress over the blocks; each notice once.
+    Progress, Notice or BlockWritten
+        Progress over the blocks; each notice once; each block once written.
 
     Returns
     -------
@@ -383,6 +391,8 @@ def predict_blocks(
     if layout is None:
         layout = Layout.of(lazy.shape, model.in_channels, opts.channel_axis, opts.rgb)
     blocks = block_plan(model, layout, opts, block, halo)
+    if first is not None:
+        blocks = visible_first(blocks, first)
     n = len(blocks)
     seen: set[str] = set()
 
@@ -396,6 +406,11 @@ def predict_blocks(
     prob_classes = int(getattr(model, "classes", 1)) > 1 and threshold is None
     if threshold == "auto" and layout.stack_shape and not prob_classes:
         yield Notice("Post-processing runs plane by plane and block by block on a chunked output.")
+    first_model = model.members[0] if hasattr(model, "members") else model
+    pp = getattr(first_model.settings, "postprocess", None)
+    if threshold == "auto" and not prob_classes and getattr(pp, "instances", False):
+        yield Notice("The model numbers objects, but a chunked output is written block by block: it holds "
+                     "the foreground mask (1), not instance ids.")
     skipped = 0
     sample_stack: tuple[int, ...] | None = None
     sample = None
@@ -413,9 +428,26 @@ def predict_blocks(
                 yield note
         yield from relay(part_of(write_block(model, lazy, layout, b, opts, threshold, sample, writer.write),
                                  k, n, f"block {k + 1} of {n}"), once)
+        yield BlockWritten(tuple((s.start, s.stop) for s in output_region(model, b, threshold)))
     if skipped:
         yield Notice(f"{skipped} of {n} block(s) were already written by an earlier run and were skipped.")
     return BlockResult(n, skipped, text)
+
+
+def visible_first(blocks: list[Block], region: tuple[int, int, int, int]) -> list[Block]:
+    """``blocks`` reordered: those overlapping ``region`` (y0, y1, x0, x1) first, then by distance.
+
+    The order within a stack position follows the distance of each block's centre to the
+    centre of ``region``; stack positions keep their order.
+    """
+    y0, y1, x0, x1 = region
+    cy, cx = (y0 + y1) / 2, (x0 + x1) / 2
+
+    def key(b: Block) -> tuple[tuple[int, ...], bool, float]:
+        outside = b.y1 <= y0 or b.y0 >= y1 or b.x1 <= x0 or b.x0 >= x1
+        return b.stack, outside, ((b.y0 + b.y1) / 2 - cy) ** 2 + ((b.x0 + b.x1) / 2 - cx) ** 2
+
+    return sorted(blocks, key=key)
 
 
 def job_blocks(model: Any, job: Any) -> tuple[list[Block], list[Block]]:

@@ -94,6 +94,8 @@ class ZarrOutput:
         What it holds (chooses how levels are downsampled).
     resumed : int
         Chunks that were already written when it was opened.
+    live : bool
+        Write the lower levels with every block (:meth:`write`).
     """
 
     path: Path
@@ -102,6 +104,7 @@ class ZarrOutput:
     chunks: tuple[int, ...]
     kind: str
     resumed: int = 0
+    live: bool = False
 
     @property
     def level0(self) -> Any:
@@ -136,8 +139,32 @@ class ZarrOutput:
         return n
 
     def write(self, region: tuple[slice, ...], data: np.ndarray) -> None:
-        """Write ``data`` into ``region`` of level 0 (regions aligned to chunks write whole chunks)."""
+        """Write ``data`` into ``region`` of level 0 (regions aligned to chunks write whole chunks).
+
+        With :attr:`live` set, the lower levels are written too, so that a viewer
+        zoomed out sees each block as soon as it is done (one writer only: the
+        lower levels' chunks are shared between blocks).
+        """
         self.level0[region] = data
+        if not self.live:
+            return
+        shapes = pyramid_shapes(self.shape, self.chunks[-1])
+        for level in range(1, len(shapes)):
+            f = 2 ** level
+            ys, xs = region[-2], region[-1]
+            if ys.start % f or xs.start % f:
+                break  # blocks are aligned to powers of two up to their size; finish() does the rest
+            size = (-(-ys.stop // f) - ys.start // f, -(-xs.stop // f) - xs.start // f)
+            data = downsample(data, self.kind, size)
+            target = (*region[:-2], slice(ys.start // f, ys.start // f + size[0]),
+                      slice(xs.start // f, xs.start // f + size[1]))
+            writable_level(self.group, str(level))[target] = data
+
+    def mark_complete(self) -> None:
+        """Record that every level is written (after live writes of every block)."""
+        attrs = dict(self.group.attrs)
+        attrs["segloop"] = {**attrs.get("segloop", {}), "complete": True}
+        self.group.attrs.update(attrs)
 
     def level_chunks(self) -> int:
         """How many chunks the lower-resolution levels have (what :meth:`finish` writes)."""
@@ -166,9 +193,7 @@ class ZarrOutput:
                                                                              (y1 - y, x1 - x))
                         done += 1
                         yield done
-        attrs = dict(self.group.attrs)
-        attrs["segloop"] = {**attrs.get("segloop", {}), "complete": True}
-        self.group.attrs.update(attrs)
+        self.mark_complete()
 
 
 def writable_level(group: Any, name: str) -> Any:
