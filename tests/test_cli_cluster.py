@@ -43,3 +43,19 @@ def test_cluster_options_are_checked_before_any_work(tmp_path, tiny_model_dir, c
         main([*base, "--workers", "2", "--dask-scheduler", "tcp://x:1"])
     assert main([*base, "--dask-scheduler", "tcp://127.0.0.1:9"]) == EXIT_USAGE
     assert "No dask scheduler answered" in capsys.readouterr().err
+
+
+def test_a_large_image_on_a_local_cluster_equals_one_process(tmp_path, tiny_model_dir, capsys):
+    import zarr
+
+    image = (np.random.default_rng(3).random((200, 260)) * 255).astype(np.uint8)
+    zarr.open_array(str(tmp_path / "in.zarr"), mode="w", shape=image.shape, dtype="u1", chunks=(64, 64),
+                    zarr_format=2)[:] = image
+    common = ["predict", str(tmp_path / "in.zarr"), "-m", str(tiny_model_dir), "--device", "cpu",
+              "--threads", "1", "--chunk", "64", "--block", "128", "-q"]
+    assert main([*common, "-o", str(tmp_path / "one.ome.zarr")]) == 0
+    assert main([*common, "-o", str(tmp_path / "many.ome.zarr"), "--workers", "2"]) == 0
+    a = zarr.open_group(str(tmp_path / "one.ome.zarr"), mode="r")
+    b = zarr.open_group(str(tmp_path / "many.ome.zarr"), mode="r")
+    for level in a.array_keys():
+        np.testing.assert_array_equal(a[level][:], b[level][:])

@@ -82,18 +82,34 @@ def check_targets(files: list[Path], targets: list[Path],
 def run(args: argparse.Namespace, files: list[Path], targets: list[Path], model: Any, options: Any,
         show_for: Callable[[Path, str], tuple[Callable[[object], None], Any]]) -> int:
     """Predict each input into its OME-Zarr output; the same exit codes as the TIFF path."""
+    from napari_segloop.core.inference.chunked_files import run_zarr_job
+
+    failed = run_jobs(args, files, targets, model, options, show_for, lambda job: run_zarr_job(model, job))
+    if failed:
+        err(f"{failed} of {len(files)} input(s) failed.")
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def run_jobs(args: argparse.Namespace, files: list[Path], targets: list[Path], model: Any, options: Any,
+             show_for: Callable[[Path, str], tuple[Callable[[object], None], Any]],
+             run_job: Callable[[Any], Any], unit: str = "") -> int:
+    """Plan each input's OME-Zarr job and run it with ``run_job`` (here, or on a cluster).
+
+    One line per failed input; returns how many failed.
+    """
     from napari_segloop.core.errors import SegloopError
     from napari_segloop.core.events import run_to_end
-    from napari_segloop.core.inference.chunked_files import plan_zarr_job, run_zarr_job
+    from napari_segloop.core.inference.chunked_files import plan_zarr_job
 
     failed = 0
     for src, dst in zip(files, targets, strict=True):
-        show, bar = show_for(src, "")
+        show, bar = show_for(src, unit)
         try:
             job = plan_zarr_job(model, src, dst, options, args.threshold,
                                 chunk=args.chunk, block=args.block)
             try:
-                run_to_end(run_zarr_job(model, job), show)
+                run_to_end(run_job(job), show)
             finally:
                 job.close()
             if not args.quiet:
@@ -106,10 +122,7 @@ def run(args: argparse.Namespace, files: list[Path], targets: list[Path], model:
             err(f"{src}: cannot write {dst} ({exc.strerror or exc}).")
         finally:
             bar.close()
-    if failed:
-        err(f"{failed} of {len(files)} input(s) failed.")
-        return EXIT_FAILED
-    return EXIT_OK
+    return failed
 
 
 def usage_problem(args: argparse.Namespace) -> str | None:

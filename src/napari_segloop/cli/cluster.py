@@ -91,25 +91,8 @@ def run(args: argparse.Namespace, files: list[Path], targets: list[Path], model:
 
 def _blocks(args: argparse.Namespace, files: list[Path], targets: list[Path], model: Any, options: Any,
             threads: int | str | None, show_for: Callable, client: Any) -> int:
-    from napari_segloop.core.errors import SegloopError
-    from napari_segloop.core.events import run_to_end
+    from napari_segloop.cli.chunked import run_jobs
     from napari_segloop.core.inference import cluster
-    from napari_segloop.core.inference.chunked_files import plan_zarr_job
 
-    failed = 0
-    for src, dst in zip(files, targets, strict=True):
-        show, bar = show_for(src, "block")
-        try:
-            job = plan_zarr_job(model, src, dst, options, args.threshold, chunk=args.chunk, block=args.block)
-            try:
-                run_to_end(cluster.predict_blocks_on(client, model, job, threads=threads), show)
-            finally:
-                job.close()
-            if not args.quiet:
-                print(f"{src} -> {dst}", file=sys.stderr)
-        except SegloopError as exc:
-            failed += 1
-            file_error(src, exc)
-        finally:
-            bar.close()
-    return failed
+    return run_jobs(args, files, targets, model, options, show_for,
+                    lambda job: cluster.predict_blocks_on(client, model, job, threads=threads), "block")
