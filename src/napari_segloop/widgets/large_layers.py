@@ -47,6 +47,10 @@ CHUNK = 1024
 #: Block edge in napari: smaller than the command line's 4,096 px, so the screen fills sooner.
 GUI_BLOCK = 2048
 
+#: Why a K-class model cannot fill a layer larger than memory (the dock says it before starting).
+CLASSES_REFUSED = ("Images larger than memory are predicted by binary models in napari; for several "
+                   "classes run segloop predict with --threshold auto.")
+
 _SCRATCH: list[tempfile.TemporaryDirectory] = []
 
 
@@ -88,8 +92,7 @@ def open_live_output(bundle: Any, lazy: LazyImage, layout: Layout, name: str) ->
         A K-class model (its class probabilities are written by ``segloop predict``).
     """
     if int(getattr(bundle, "classes", 1)) > 1:
-        raise InputError("Images larger than memory are predicted by binary models in napari; for "
-                         "several classes run the dock's segloop predict command with --threshold auto.")
+        raise InputError(CLASSES_REFUSED)
     keep = [a for a in range(lazy.ndim) if a != layout.channel_axis]
     shape = tuple(lazy.shape[a] for a in keep)
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:60] or "image"

@@ -483,8 +483,7 @@ class PredictDock(QWidget):
             return False
         large = not slice_only and large_layers.is_large(layer)
         if large and bundle is not None and bundle.classes > 1:
-            text = ("Images larger than memory are predicted by binary models in napari; for several "
-                    "classes run segloop predict with --threshold auto.")
+            text = large_layers.CLASSES_REFUSED
             show_error(text)
             self.status.setText(text)
             return False

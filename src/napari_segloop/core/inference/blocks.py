@@ -27,7 +27,8 @@ Normalisation
 Post-processing (``threshold="auto"``)
     runs block by block on the block and its halo: an object is judged by
     what lies within the halo of the block; objects cut by a seam are merged
-    by nothing. 3-D post-processing of stacks is done plane by plane here.
+    by nothing, and a hole is filled only when it lies within one block and its
+    halo. 3-D post-processing of stacks is done plane by plane here.
 """
 
 from __future__ import annotations

@@ -150,15 +150,22 @@ def run_zarr_job(model: Any, job: ZarrJob) -> Generator[Event, None, BlockResult
     Returns the :class:`BlockResult`, or None when the output was complete already.
     """
     out = job.output
-    if out.complete:
-        yield Notice(f"{out.path} is complete already (an earlier run wrote it); nothing to do.")
+    if not (yield from announce(out)):
         return None
-    if out.resumed:
-        yield Notice(f"Resuming {out.path}: {out.resumed} chunk(s) were written by an earlier run.")
     result = yield from predict_blocks(model, job.lazy, out, job.options, job.threshold,
                                        block=job.block, halo=job.halo, layout=job.layout)
     yield from write_levels(out)
     return result
+
+
+def announce(out: ZarrOutput) -> Generator[Event, None, bool]:
+    """Say whether ``out`` is complete already or is being resumed; False when there is nothing to do."""
+    if out.complete:
+        yield Notice(f"{out.path} is complete already (an earlier run wrote it); nothing to do.")
+        return False
+    if out.resumed:
+        yield Notice(f"Resuming {out.path}: {out.resumed} chunk(s) were written by an earlier run.")
+    return True
 
 
 def write_levels(out: ZarrOutput) -> Generator[Event, None, None]:

@@ -246,14 +246,11 @@ def predict_blocks_on(client: Any, model: Any, job: Any, *, threads: int | str |
     from distributed import as_completed
 
     from napari_segloop.core.inference.blocks import job_blocks, read_sample
-    from napari_segloop.core.inference.chunked_files import write_levels
+    from napari_segloop.core.inference.chunked_files import announce, write_levels
 
     out = job.output
-    if out.complete:
-        yield Notice(f"{out.path} is complete already (an earlier run wrote it); nothing to do.")
+    if not (yield from announce(out)):
         return 0
-    if out.resumed:
-        yield Notice(f"Resuming {out.path}: {out.resumed} chunk(s) were written by an earlier run.")
     blocks, todo = job_blocks(model, job)
     if len(todo) < len(blocks):
         yield Notice(f"{len(blocks) - len(todo)} of {len(blocks)} block(s) were already written by an "

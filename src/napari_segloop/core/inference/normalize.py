@@ -494,7 +494,12 @@ def normalize_slice(chw: np.ndarray, norm: Normalization) -> tuple[np.ndarray, l
         If a channel has no finite pixel.
     """
     stats = compute_stats(chw, norm)
+    return normalized_copy(chw, stats), stats.warnings
+
+
+def normalized_copy(chw: np.ndarray, stats: NormStats) -> np.ndarray:
+    """A float32 copy of a raw ``(C, H, W)`` slice, normalised with ``stats``."""
     out = np.empty(chw.shape, dtype=np.float32)
     np.copyto(out, chw.view(np.uint8) if chw.dtype == np.bool_ else chw, casting="unsafe")
     apply_stats(out, stats)
-    return out, stats.warnings
+    return out

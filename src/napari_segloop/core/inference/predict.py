@@ -36,6 +36,7 @@ from napari_segloop.core.inference.normalize import (
     apply_stats,
     compute_stats,
     conversion_name,
+    normalized_copy,
     prepare_input,
 )
 from napari_segloop.core.inference.tiling import TileGrid
@@ -175,14 +176,6 @@ def _resize_chw(chw: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     out = torch.nn.functional.interpolate(t, size=size, mode="bilinear", align_corners=False,
                                           antialias=down)
     return out[0].numpy()
-
-
-def _normalized(chw: np.ndarray, stats: NormStats) -> np.ndarray:
-    """A float32 copy of a raw ``(C, H, W)`` slice, normalised with ``stats``."""
-    out = np.empty(chw.shape, dtype=np.float32)
-    np.copyto(out, chw.view(np.uint8) if chw.dtype == np.bool_ else chw, casting="unsafe")
-    apply_stats(out, stats)
-    return out
 
 
 class _Plan:
@@ -400,7 +393,7 @@ def predict_channels(
             yield Notice(inverted_warning(stats), "warning")
         if factor != 1:
             # Resizing needs the whole normalised slice; without it, tiles are normalised one by one.
-            source = _resize_chw(_normalized(raw, stats), (sh, sw))
+            source = _resize_chw(normalized_copy(raw, stats), (sh, sw))
             source_stats = None
         else:
             source, source_stats = raw, stats
