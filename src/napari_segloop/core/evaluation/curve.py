@@ -43,8 +43,11 @@ __all__ = [
     "DEFAULT_STEPS",
     "BestThreshold",
     "CurveData",
+    "StepCounts",
     "ThresholdCurve",
     "otsu_threshold",
+    "slider_edges",
+    "step_histogram",
 ]
 
 #: Default number of slider positions over [0, 1] (a step of 0.001).
@@ -76,6 +79,10 @@ class BestThreshold:
         Its value at ``threshold``.
     metrics : PixelMetrics
         All pixel metrics at ``threshold``.
+    exact : bool
+        True for the optimum over every probability value; False for the
+        best slider step of a map scored from histograms (then ``upper`` is
+        the next step, and the exact optimum may lie between the two).
     """
 
     threshold: float
@@ -83,6 +90,7 @@ class BestThreshold:
     metric: str
     score: float
     metrics: PixelMetrics
+    exact: bool = True
 
 
 @dataclass(frozen=True)
@@ -168,7 +176,175 @@ def _scores(metric: str, tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, tn: np.
         return np.where(n > 0, (tp + tn) / np.where(n > 0, n, 1), 0.0)
 
 
-class ThresholdCurve:
+def step_histogram(values: np.ndarray, labels: np.ndarray | None, edges: np.ndarray,
+                   value_range: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Per pixel, the number of edges below its value, counted for background and foreground.
+
+    One O(n) pass (in chunks of a million pixels). ``edges`` are float32
+    and evenly spaced over ``value_range``; a pixel with value ``v`` lands in
+    bin ``g`` with ``edges[g - 1] < v <= edges[g]`` (0 below the first edge,
+    ``len(edges)`` above the last), computed exactly in float32, so a pixel
+    is foreground at step ``k`` (``v > edges[k]``) exactly when ``g > k``.
+    Histograms of several blocks add up to the histogram of their union.
+
+    Parameters
+    ----------
+    values : ndarray of float32
+        Probabilities (flat or any shape), finite.
+    labels : ndarray of bool or None
+        Ground-truth foreground of each value (None: all background).
+    edges : ndarray of float32
+    value_range : (float, float)
+        ``(edges[0], edges[-1])`` as Python floats.
+
+    Returns
+    -------
+    negative, positive : ndarray of int64
+        ``len(edges) + 1`` counts each: background and foreground pixels per bin.
+    """
+    steps = int(edges.size)
+    values = np.asarray(values, dtype=np.float32).ravel()
+    flat_labels = None if labels is None else np.asarray(labels, dtype=bool).ravel()
+    # guarded[i] = edges[i - 1], with -inf and +inf at the ends.
+    guarded = np.empty(steps + 2, dtype=np.float32)
+    guarded[0], guarded[-1] = -np.inf, np.inf
+    guarded[1:-1] = edges
+    lo, hi = float(value_range[0]), float(value_range[1])
+    lo32 = np.float32(lo)
+    scale32 = np.float32((steps - 1) / (hi - lo))
+    hist = np.zeros(2 * (steps + 1), dtype=np.int64)
+    for start in range(0, values.size, _CHUNK):
+        v = values[start:start + _CHUNK]
+        if np.isnan(v).any():
+            raise InputError("The probability map contains NaN values.")
+        x = np.subtract(v, lo32)
+        np.multiply(x, scale32, out=x)
+        np.ceil(x, out=x)
+        np.clip(x, 0, steps, out=x)
+        g = x.astype(np.intp)
+        # Make g exactly the number of edges < v (float32 rounding leaves it off by one
+        # at most near an edge): need edges[g-1] < v <= edges[g].
+        while True:
+            down = guarded[g] >= v
+            down &= g > 0
+            if not down.any():
+                break
+            g -= down
+        while True:
+            up = guarded[g + 1] < v
+            if not up.any():
+                break
+            g += up
+        if flat_labels is not None:
+            g += (steps + 1) * flat_labels[start:start + _CHUNK]
+        hist += np.bincount(g, minlength=2 * (steps + 1))
+    return hist[: steps + 1], hist[steps + 1:]
+
+
+def slider_edges(steps: int, value_range: tuple[float, float]) -> np.ndarray:
+    """The float32 thresholds of ``steps`` slider positions over ``value_range`` (checked)."""
+    steps = int(steps)
+    lo, hi = float(value_range[0]), float(value_range[1])
+    if steps < 2:
+        raise InputError(f"A threshold slider needs at least 2 steps, not {steps}.")
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+        raise InputError(f"The threshold range ({lo:g}, {hi:g}) is not an interval.")
+    return np.linspace(lo, hi, steps).astype(np.float32)
+
+
+class StepCounts:
+    """Exact TP/FP/FN/TN of ``prob > t`` at every slider step, from a step histogram.
+
+    The queries shared by :class:`ThresholdCurve` (in memory, exact at any
+    threshold) and :class:`~napari_segloop.core.evaluation.histograms.BinnedCurve`
+    (accumulated block by block over a map larger than memory).
+
+    Parameters
+    ----------
+    negative, positive : ndarray of int
+        Background and foreground counts per bin (see :func:`step_histogram`).
+    steps : int
+    value_range : (float, float)
+    shape : tuple of int
+        The probability map's shape.
+    """
+
+    def __init__(self, negative: np.ndarray, positive: np.ndarray, *, steps: int,
+                 value_range: tuple[float, float], shape: tuple[int, ...]) -> None:
+        self._edges = slider_edges(steps, value_range)
+        self.steps = int(steps)
+        self.value_range = (float(value_range[0]), float(value_range[1]))
+        self._scale = (self.steps - 1) / (self.value_range[1] - self.value_range[0])
+        self.shape: tuple[int, ...] = tuple(int(n) for n in shape)
+        neg = np.asarray(negative, dtype=np.int64)
+        pos = np.asarray(positive, dtype=np.int64)
+        self.n_positive = int(pos.sum())
+        self.n_negative = int(neg.sum())
+        self.n_pixels = self.n_positive + self.n_negative
+        # A pixel is foreground at step k when more than k edges lie below it.
+        self._tp_steps = (self.n_positive - np.cumsum(pos)[: self.steps]).astype(np.int64)
+        self._fp_steps = (self.n_negative - np.cumsum(neg)[: self.steps]).astype(np.int64)
+
+    @property
+    def thresholds(self) -> np.ndarray:
+        """The slider's thresholds (float64 copies of float32 values), ``steps`` of them."""
+        return self._edges.astype(np.float64)
+
+    def threshold_at(self, step: int) -> float:
+        """The threshold of slider position ``step`` (0 .. steps - 1)."""
+        return float(self._edges[int(step)])
+
+    def step_of(self, threshold: float) -> int | None:
+        """The slider position whose threshold equals ``threshold`` in float32, or None."""
+        t32 = np.float32(threshold)
+        k = round((float(t32) - self.value_range[0]) * self._scale)
+        for j in (k, k - 1, k + 1):
+            if 0 <= j < self.steps and self._edges[j] == t32:
+                return j
+        j = int(np.searchsorted(self._edges, t32, side="left"))
+        if j < self.steps and self._edges[j] == t32:
+            return j
+        return None
+
+    def counts_at_step(self, step: int) -> tuple[int, int, int, int]:
+        """Exact (TP, FP, FN, TN) at slider position ``step``, in O(1)."""
+        tp = int(self._tp_steps[step])
+        fp = int(self._fp_steps[step])
+        return tp, fp, self.n_positive - tp, self.n_negative - fp
+
+    def metrics_at_step(self, step: int) -> PixelMetrics:
+        """All pixel metrics at slider position ``step``, in O(1)."""
+        tp, fp, fn, tn = self.counts_at_step(step)
+        return PixelMetrics(tp, fp, fn, tn, float(self._edges[step]))
+
+    def best_step(self, metric: str = "dice") -> int:
+        """The slider position with the best ``metric`` (the first one on ties), in O(steps)."""
+        metric = metric.lower()
+        if metric not in BEST_METRICS:
+            raise InputError(f"Unknown metric {metric!r}; choose one of {', '.join(BEST_METRICS)}.")
+        tp, fp = self._tp_steps, self._fp_steps
+        return int(np.argmax(_scores(metric, tp, fp, self.n_positive - tp, self.n_negative - fp)))
+
+    def curve(self) -> CurveData:
+        """Dice, IoU, precision, recall and accuracy at every slider step (for the plot)."""
+        tp = self._tp_steps.copy()
+        fp = self._fp_steps.copy()
+        fn = self.n_positive - tp
+        tn = self.n_negative - fp
+        both_empty = (tp == 0) & (fp == 0) & (fn == 0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            tpf = tp.astype(np.float64)
+            precision = np.where(tp + fp > 0, tpf / (tp + fp), np.where(both_empty, 1.0, np.nan))
+            recall = np.where(tp + fn > 0, tpf / (tp + fn), np.where(both_empty, 1.0, np.nan))
+            accuracy = (tpf + tn) / self.n_pixels if self.n_pixels else np.full(tp.shape, np.nan)
+        return CurveData(
+            thresholds=self.thresholds, tp=tp, fp=fp, fn=fn, tn=tn,
+            dice=_scores("dice", tp, fp, fn, tn), iou=_scores("iou", tp, fp, fn, tn),
+            precision=precision, recall=recall, accuracy=np.asarray(accuracy, dtype=np.float64),
+        )
+
+
+class ThresholdCurve(StepCounts):
     """Cached counts of ``prob > t`` against ground truth, for every threshold.
 
     Build it once per probability map and ground truth (in a worker thread:
@@ -236,12 +412,6 @@ class ThresholdCurve:
             prob_arr = select_planes(prob_arr, self.planes)
             truth_arr = select_planes(truth_arr, self.planes)
             region_arr = select_region(region_arr, self.planes)
-        steps = int(steps)
-        lo, hi = float(value_range[0]), float(value_range[1])
-        if steps < 2:
-            raise InputError(f"A threshold slider needs at least 2 steps, not {steps}.")
-        if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
-            raise InputError(f"The threshold range ({lo:g}, {hi:g}) is not an interval.")
         fg = truth_foreground(truth_arr)
         if region_arr is None:
             values = np.array(prob_arr, dtype=np.float32, copy=True).ravel()
@@ -249,95 +419,15 @@ class ThresholdCurve:
         else:
             values = prob_arr[region_arr]
             labels = fg[region_arr]
+        edges = slider_edges(steps, value_range)
+        negative, positive = step_histogram(values, labels, edges,
+                                            (float(value_range[0]), float(value_range[1])))
+        super().__init__(negative, positive, steps=steps, value_range=value_range, shape=full_shape)
         self._values: np.ndarray | None = values
         self._labels: np.ndarray | None = labels
-        self.shape: tuple[int, ...] = full_shape
-        self.steps = steps
-        self.value_range = (lo, hi)
-        self.n_pixels = int(values.size)
-        self.n_positive = int(np.count_nonzero(labels))
-        self.n_negative = self.n_pixels - self.n_positive
-        self._edges = np.linspace(lo, hi, steps).astype(np.float32)
-        self._scale = (steps - 1) / (hi - lo)
-        self._tp_steps, self._fp_steps = self._histogram_counts(values, labels)
         self._sorted: np.ndarray | None = None
         self._cumpos: np.ndarray | None = None
         self._lock = threading.Lock()
-
-    # ------------------------------------------------------------------ slider steps
-
-    @property
-    def thresholds(self) -> np.ndarray:
-        """The slider's thresholds (float64 copies of float32 values), ``steps`` of them."""
-        return self._edges.astype(np.float64)
-
-    def threshold_at(self, step: int) -> float:
-        """The threshold of slider position ``step`` (0 .. steps - 1)."""
-        return float(self._edges[int(step)])
-
-    def step_of(self, threshold: float) -> int | None:
-        """The slider position whose threshold equals ``threshold`` in float32, or None."""
-        t32 = np.float32(threshold)
-        k = round((float(t32) - self.value_range[0]) * self._scale)
-        for j in (k, k - 1, k + 1):
-            if 0 <= j < self.steps and self._edges[j] == t32:
-                return j
-        j = int(np.searchsorted(self._edges, t32, side="left"))
-        if j < self.steps and self._edges[j] == t32:
-            return j
-        return None
-
-    def _histogram_counts(self, values: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """TP and FP at every step from one O(n) pass: per pixel, the number of edges below it."""
-        steps = self.steps
-        edges = self._edges
-        # guarded[i] = edges[i - 1], with -inf and +inf at the ends.
-        guarded = np.empty(steps + 2, dtype=np.float32)
-        guarded[0], guarded[-1] = -np.inf, np.inf
-        guarded[1:-1] = edges
-        lo32 = np.float32(self.value_range[0])
-        scale32 = np.float32(self._scale)
-        hist = np.zeros(2 * (steps + 1), dtype=np.int64)
-        for start in range(0, values.size, _CHUNK):
-            v = values[start:start + _CHUNK]
-            if np.isnan(v).any():  # pragma: no cover - as_probability refused NaN already
-                raise InputError("The probability map contains NaN values.")
-            x = np.subtract(v, lo32)
-            np.multiply(x, scale32, out=x)
-            np.ceil(x, out=x)
-            np.clip(x, 0, steps, out=x)
-            g = x.astype(np.intp)
-            # Make g exactly the number of edges < v (float32 rounding leaves it off by one
-            # at most near an edge): need edges[g-1] < v <= edges[g].
-            while True:
-                down = guarded[g] >= v
-                down &= g > 0
-                if not down.any():
-                    break
-                g -= down
-            while True:
-                up = guarded[g + 1] < v
-                if not up.any():
-                    break
-                g += up
-            g += (steps + 1) * labels[start:start + _CHUNK]
-            hist += np.bincount(g, minlength=2 * (steps + 1))
-        neg, pos = hist[: steps + 1], hist[steps + 1:]
-        # A pixel is foreground at step k when more than k edges lie below it.
-        tp = self.n_positive - np.cumsum(pos)[:steps]
-        fp = self.n_negative - np.cumsum(neg)[:steps]
-        return tp.astype(np.int64), fp.astype(np.int64)
-
-    def counts_at_step(self, step: int) -> tuple[int, int, int, int]:
-        """Exact (TP, FP, FN, TN) at slider position ``step``, in O(1)."""
-        tp = int(self._tp_steps[step])
-        fp = int(self._fp_steps[step])
-        return tp, fp, self.n_positive - tp, self.n_negative - fp
-
-    def metrics_at_step(self, step: int) -> PixelMetrics:
-        """All pixel metrics at slider position ``step``, in O(1)."""
-        tp, fp, fn, tn = self.counts_at_step(step)
-        return PixelMetrics(tp, fp, fn, tn, float(self._edges[step]))
 
     # ------------------------------------------------------------------ exact, any threshold
 
@@ -441,32 +531,6 @@ class ThresholdCurve:
         pb = int(cumpos[best_i])
         pm = PixelMetrics(n_pos - pb, n_neg - (best_i - pb), pb, best_i - pb, float(t))
         return BestThreshold(float(t), upper, metric, best_score, pm)
-
-    def best_step(self, metric: str = "dice") -> int:
-        """The slider position with the best ``metric`` (the first one on ties), in O(steps)."""
-        metric = metric.lower()
-        if metric not in BEST_METRICS:
-            raise InputError(f"Unknown metric {metric!r}; choose one of {', '.join(BEST_METRICS)}.")
-        tp, fp = self._tp_steps, self._fp_steps
-        return int(np.argmax(_scores(metric, tp, fp, self.n_positive - tp, self.n_negative - fp)))
-
-    def curve(self) -> CurveData:
-        """Dice, IoU, precision, recall and accuracy at every slider step (for the plot)."""
-        tp = self._tp_steps.copy()
-        fp = self._fp_steps.copy()
-        fn = self.n_positive - tp
-        tn = self.n_negative - fp
-        both_empty = (tp == 0) & (fp == 0) & (fn == 0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            tpf = tp.astype(np.float64)
-            precision = np.where(tp + fp > 0, tpf / (tp + fp), np.where(both_empty, 1.0, np.nan))
-            recall = np.where(tp + fn > 0, tpf / (tp + fn), np.where(both_empty, 1.0, np.nan))
-            accuracy = (tpf + tn) / self.n_pixels if self.n_pixels else np.full(tp.shape, np.nan)
-        return CurveData(
-            thresholds=self.thresholds, tp=tp, fp=fp, fn=fn, tn=tn,
-            dice=_scores("dice", tp, fp, fn, tn), iou=_scores("iou", tp, fp, fn, tn),
-            precision=precision, recall=recall, accuracy=np.asarray(accuracy, dtype=np.float64),
-        )
 
 
 def otsu_threshold(prob: Any, region: Any = None, nbins: int = 256, *,
