@@ -100,14 +100,18 @@ def test_cancelling_keeps_the_blocks_done_and_says_so(docks, tiny_bundle, wait_j
     assert entry is not None and not entry.complete
 
 
-def test_the_threshold_dock_says_it_cannot_score_a_map_larger_than_memory(make_napari_viewer, large,
-                                                                           notifications):
+def test_a_labels_layer_larger_than_memory_is_refused_by_the_confusion_dock(make_napari_viewer, large,
+                                                                              notifications):
     from napari_segloop.widgets.eval_engine import engine_for
 
     viewer = make_napari_viewer()
-    prob = viewer.add_image(da.from_array(np.random.default_rng(0).random((300, 380)).astype(np.float32)),
-                            name="huge probability")
+    rng = np.random.default_rng(0)
+    prob = viewer.add_image(da.from_array(rng.random((300, 380)).astype(np.float32)), name="huge probability")
+    mask = viewer.add_labels(da.from_array((rng.random((300, 380)) > 0.5).astype(np.uint8)), name="huge mask")
     engine = engine_for(session_for(viewer))
     engine.state.probability = prob
     engine.read_inputs()
-    assert engine.inputs is None and "larger than memory" in engine.message
+    assert engine.inputs is not None and engine.inputs.large  # scored from histograms
+    engine.state.labels = mask
+    assert engine.inputs is None and "segloop evaluate" in engine.message
+    assert any("larger than memory" in str(n.message) for n in notifications())

@@ -292,6 +292,8 @@ class ConfusionDock(QWidget):
             notes.append(engine.planes_text())
         if engine.failure:
             notes.append(engine.failure)
+        if inp.large and not engine.score_current:
+            notes.insert(0, f"Scoring block by block…{engine.progress_text()}")
         full = engine.objects.evaluation if engine.objects_current else None
         pix = engine.score.evaluation if engine.score_current else None
         shown = full or pix

@@ -41,10 +41,14 @@ from qtpy.QtCore import QObject, QTimer
 
 from napari_segloop.core.errors import InputError
 from napari_segloop.core.evaluation import confusion_image, evaluate, evaluate_stack
+from napari_segloop.core.evaluation.histograms import BLOCK_NOTE, count_pixels
+from napari_segloop.core.evaluation.lazy_views import confusion_levels, mask_levels
 from napari_segloop.core.evaluation.results import Evaluation, StackEvaluation
+from napari_segloop.core.events import Progress
 from napari_segloop.core.masks import PostProcess, make_mask, preload
 from napari_segloop.widgets import outputs, previews
 from napari_segloop.widgets.eval_state import (
+    REGION_ALL,
     REGION_VIEW,
     EvaluationState,
     default_object_dims,
@@ -64,6 +68,10 @@ from napari_segloop.widgets.jobs import JobFailed
 from napari_segloop.widgets.layer_io import layer_array
 from napari_segloop.widgets.pickers import is_labels, is_probability_layer
 from napari_segloop.widgets.session import Session
+
+#: What the docks say about a map larger than memory (with its scores).
+LARGE_NOTE = ("A map larger than memory: scored block by block from histograms (the whole map, raw "
+              "threshold; no objects, regions or post-processing). Best is the best slider step.")
 
 #: Milliseconds without a threshold change after which the mask is made and scored.
 PAUSE_MS = 200
@@ -95,6 +103,10 @@ class Inputs:
         Planes of the stack (1 for an image).
     problem : str or None
         Why the ground truth cannot be scored (shown to the user).
+    large : bool
+        The map is larger than memory: scored block by block from histograms,
+        as a whole (no per-slice scores, no region, no post-processing), and
+        its mask and confusion image are lazy pyramids.
     """
 
     prediction: Any
@@ -106,11 +118,12 @@ class Inputs:
     planes: tuple[int, ...] | None = None
     n_planes: int = 1
     problem: str | None = None
+    large: bool = False
 
     @property
     def is_stack(self) -> bool:
-        """True for a stack of planes."""
-        return len(self.shape) > 2
+        """True for a stack of planes scored slice by slice (a map larger than memory is one whole)."""
+        return len(self.shape) > 2 and not self.large
 
     @property
     def scored_planes(self) -> int:
@@ -146,6 +159,59 @@ class ObjectStage:
     evaluation: Evaluation | StackEvaluation
 
 
+@dataclass(frozen=True)
+class LargeMap:
+    """What the worker needs to score a map larger than memory (nothing here is read whole).
+
+    Attributes
+    ----------
+    levels : tuple of arrays
+        The probability layer's levels (one for a single-scale layer).
+    truth_levels : tuple of arrays
+        The ground truth's levels (one for a single-scale layer); empty without one.
+    curve : BinnedCurve or None
+        The map's curve, when built: a threshold on a slider step is then
+        scored from it without another pass.
+    """
+
+    levels: tuple[Any, ...]
+    truth_levels: tuple[Any, ...] = ()
+    curve: Any = None
+
+
+def _pyramid(levels: list[Any]) -> Any:
+    """A multiscale layer's data (a list), or the one array of a single-scale one."""
+    return levels if len(levels) > 1 else levels[0]
+
+
+def large_evaluation_job(large: LargeMap, threshold: float, mask: Any,
+                         keys: tuple[tuple, tuple | None]) -> Generator[Any, None, Any]:
+    """Worker job for a map larger than memory: the lazy mask, then the exact pixel counts.
+
+    The mask and confusion pyramids are dask expressions (napari computes the
+    tiles it draws); the counts come from the curve at a slider step, else
+    from one pass over the blocks (yielding progress). There are no object
+    metrics: the returned :class:`ObjectStage` holds the pixel metrics.
+    """
+    mask_key, score_key = keys
+    yield None
+    if mask is None:
+        yield MaskStage(mask_key, threshold, None, 2, _pyramid(mask_levels(large.levels, threshold)))
+    if not large.truth_levels or score_key is None:
+        return None
+    curve = large.curve
+    step = None if curve is None else curve.step_of(threshold)
+    if step is not None:
+        pixels = curve.metrics_at_step(step)
+    else:
+        pixels = yield from count_pixels(large.levels[0], large.truth_levels[0], threshold)
+    codes = _pyramid(confusion_levels(large.levels, large.truth_levels[0], threshold,
+                                      truth_levels=large.truth_levels))
+    evaluation = Evaluation(pixels, None, (BLOCK_NOTE,))
+    yield ScoreStage(score_key, codes, evaluation)
+    return ObjectStage(score_key, evaluation)
+
+
 def evaluation_job(
     prediction: Any,
     threshold: float | None,
@@ -163,6 +229,8 @@ def evaluation_job(
     returns :class:`ObjectStage` (or None without ground truth), so the mask
     and the overlay are drawn before the slower object metrics.
     """
+    if isinstance(prediction, LargeMap):
+        return (yield from large_evaluation_job(prediction, float(threshold), mask, keys))
     mask_key, score_key = keys
     yield None
     if mask is None:
@@ -204,6 +272,11 @@ def preview_job(prob: Any, truth: Any, region: np.ndarray | None, planes: tuple[
         for arr in (on_truth, on_background):
             arr.reshape(-1, *arr.shape[-2:])[~keep] = np.nan
     return key, on_truth, on_background
+
+
+def _levels(layer: Any) -> list[Any]:
+    """The arrays of a layer, largest first (one for a single-scale layer); none is read."""
+    return list(layer.data) if getattr(layer, "multiscale", False) else [layer.data]
 
 
 def predicted_planes(session: Session, prob_layer: Any) -> tuple[int, ...] | None:
@@ -252,6 +325,9 @@ class EvaluationEngine(QObject):
         self.failure: str | None = None
         self.whole_curve: Any = None
         self.slice_curve: Any = None
+        #: The last progress of a block-by-block pass (a curve, or the counts of a map larger than memory).
+        self.progress: Progress | None = None
+        self._filling = False  # the map larger than memory is still being predicted
         self.index: tuple[int, ...] | None = None
         self._curve_keys: dict[str, Any] = {}
         self._preview_key: Any = None
@@ -278,6 +354,7 @@ class EvaluationEngine(QObject):
         ev.show.connect(self._on_show)
         self.curves.data_changed.connect(self._on_layer_data)
         self.curves.exact_ready.connect(self._on_exact_ready)
+        self.curves.progressed.connect(self._on_curve_progress)
         session.probabilities_changed.connect(self._on_probabilities)
         viewer = session.viewer
         if viewer is not None:
@@ -383,6 +460,10 @@ class EvaluationEngine(QObject):
     def planes_text(self) -> str:
         """'3 of 60 slices predicted: only those are scored.' for a partly predicted stack, else ''."""
         inp = self.inputs
+        if inp is not None and inp.large:
+            if self._filling:
+                return "Still being predicted: scored again when it is done. " + LARGE_NOTE
+            return LARGE_NOTE
         if inp is None or inp.planes is None:
             return ""
         return (f"{len(inp.planes)} of {inp.n_planes} slices predicted: only those are scored "
@@ -431,22 +512,22 @@ class EvaluationEngine(QObject):
             return
         from napari_segloop.widgets.large_layers import is_large
 
-        if is_large(pred):
-            # Scoring reads the whole map (the exact threshold search sorts it): not for a map
-            # larger than memory. Histogram-based scores for those are planned (issue 12).
+        large = is_large(pred)
+        if large and state.labels is not None:
             self.inputs = None
-            self.message = (f"{pred.name!r} is larger than memory (a zarr-backed map): the Threshold and "
-                            "Confusion docks cannot score it yet. Threshold it with segloop predict "
-                            "--threshold T (or auto) into an OME-Zarr mask.")
+            self.message = (f"{pred.name!r} is a Labels layer larger than memory: the Confusion dock scores "
+                            "such masks only as probability maps. Score it with segloop evaluate.")
             self._notify(self.message, "warning")
             self.runner.cancel()
             self.changed.emit()
             return
+        if state.raw_only != large:
+            state.raw_only = large
         kind = "labels" if state.labels is not None else "probability"
         shape = tuple(layer_array(pred).shape)
         planes = None
         session = self.session
-        if kind == "probability" and session is not None:
+        if kind == "probability" and session is not None and not large:
             planes = predicted_planes(session, pred)
         n_planes = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
         truth = state.truth
@@ -460,6 +541,9 @@ class EvaluationEngine(QObject):
                 problem = (f"{truth.name!r} is an image layer, not a Labels layer: every non-zero pixel "
                            "would count as a true object. Choose a Labels layer, or click 'Use anyway' if "
                            "it really holds the true objects.")
+            if problem is None and large and state.region != REGION_ALL:
+                problem = (f"{pred.name!r} is larger than memory: it is scored as a whole (regions need "
+                           "the map in memory). Choose 'whole image' as the region.")
             if problem is None:
                 try:
                     region = read_region(viewer, state.region, pred, shape, self._region_version())
@@ -467,11 +551,14 @@ class EvaluationEngine(QObject):
                     problem = str(exc)
         usable = truth if truth is not None and problem is None else None
         self.inputs = Inputs(pred, kind, outputs.base_name(pred), shape, usable, region, planes,
-                             n_planes, problem)
+                             n_planes, problem, large)
+        entry = None if session is None or not large else session.probability_of_layer(pred)
+        self._filling = entry is not None and not entry.complete
+        self.progress = None
         self.message = problem or ""
         if problem:
             self._notify(problem, "warning" if "not a Labels layer" in problem else "error")
-        self.index = slice_index(pred, viewer) if len(shape) > 2 else None
+        self.index = slice_index(pred, viewer) if self.inputs.is_stack else None
         self.failure = None
         self._request_curves()
         self._request_previews()
@@ -521,6 +608,18 @@ class EvaluationEngine(QObject):
         if emit:
             self.changed.emit()
 
+    def _on_curve_progress(self, progress: Progress) -> None:
+        if self.inputs is not None and self.inputs.large and self.whole_curve is None:
+            self.progress = progress
+            self.changed.emit()
+
+    def progress_text(self) -> str:
+        """' (40%)' while a block-by-block pass runs, else ''."""
+        p = self.progress
+        if p is None or not p.total or p.done >= p.total:
+            return ""
+        return f" ({100 * p.done // p.total}%)"
+
     def _on_exact_ready(self, curve: Any) -> None:
         if curve is not None and (curve is self.whole_curve or curve is self.slice_curve):
             self.changed.emit()
@@ -539,17 +638,26 @@ class EvaluationEngine(QObject):
             self.changed.emit()
             return
         mask = self.mask.data if self.mask_current else None
-        truth = None if inp.truth is None else layer_array(inp.truth)
+        truth = None if inp.truth is None or inp.large else layer_array(inp.truth)
         if inp.kind == "labels":
             threshold, pp, dims = None, None, int(self.state.object_dims)
         else:
             threshold, pp, dims = self.state.mask_key()
         self._requested = (mask_key, score_key)
-        self.runner.request(layer_array(inp.prediction), threshold, pp, dims, mask, truth,
-                            inp.region.mask, inp.planes, (mask_key, score_key))
+        if inp.large:
+            truth_levels = () if inp.truth is None else tuple(_levels(inp.truth))
+            large = LargeMap(tuple(_levels(inp.prediction)), truth_levels, self.whole_curve)
+            self.runner.request(large, threshold, None, 2, mask, None, None, None, (mask_key, score_key))
+        else:
+            self.runner.request(layer_array(inp.prediction), threshold, pp, dims, mask, truth,
+                                inp.region.mask, inp.planes, (mask_key, score_key))
         self.changed.emit()
 
     def _on_yielded(self, value: Any) -> None:
+        if isinstance(value, Progress):
+            self.progress = value
+            self.changed.emit()
+            return
         if isinstance(value, MaskStage):
             if value.key != self.mask_key():
                 return
@@ -648,6 +756,18 @@ class EvaluationEngine(QObject):
 
     def _on_probabilities(self, *_: Any) -> None:
         prob = self.state.probability
+        if prob is not None and self.inputs is not None and self.inputs.large:
+            session = self.session
+            entry = None if session is None else session.probability_of_layer(prob)
+            if entry is None:
+                return
+            if not entry.complete:
+                self._filling = True
+                self.changed.emit()
+            elif self._filling:
+                self._filling = False
+                self.curves.bump(prob)  # its blocks were written since it was scored: score it again
+            return
         if prob is not None and self.inputs is not None:
             session = self.session
             planes = None if session is None else predicted_planes(session, prob)
@@ -679,7 +799,8 @@ class EvaluationEngine(QObject):
 
     def _ensure_mask_preview(self) -> Any:
         prob, viewer = self.state.probability, self.viewer
-        if prob is None or viewer is None or not is_probability_layer(prob):
+        if prob is None or viewer is None or not is_probability_layer(prob) \
+                or (self.inputs is not None and self.inputs.large):
             return None
         return outputs.ensure_image(
             viewer, previews.MASK_PREVIEW_ROLE, outputs.base_name(prob), layer_array(prob), prob,
@@ -689,7 +810,8 @@ class EvaluationEngine(QObject):
 
     def _request_previews(self) -> None:
         inp = self.inputs
-        if inp is None or inp.kind != "probability" or inp.truth is None or self.state.show != "errors":
+        if inp is None or inp.kind != "probability" or inp.truth is None or self.state.show != "errors" \
+                or inp.large:  # previews are whole-map arrays: the lazy confusion image follows instead
             return
         key = (id(inp.prediction), self.curves.version(inp.prediction), id(inp.truth),
                self.curves.version(inp.truth), inp.region.key, inp.planes)

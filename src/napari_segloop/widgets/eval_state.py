@@ -78,6 +78,10 @@ class EvaluationState:
         2: objects per 2-D slice; 3: objects connected across z (z-stacks).
     show : str
         Which overlay the viewer shows: ``mask``, ``errors`` or ``probability``.
+    raw_only : bool
+        Set by the engine while the map is larger than memory: its mask is the
+        raw threshold (post-processing needs whole objects, which a block of
+        the map does not hold), whatever :attr:`processing` says.
     """
 
     probability: Any = None
@@ -90,11 +94,12 @@ class EvaluationState:
     processing: bool = True
     object_dims: int = 2
     show: str = "mask"
+    raw_only: bool = False
 
     # -- derived values -----------------------------------------------------------
     def effective_postprocess(self) -> PostProcess | None:
         """The post-processing that makes the mask on screen (None: the raw threshold)."""
-        if not self.processing or not postprocess_active(self.postprocess):
+        if self.raw_only or not self.processing or not postprocess_active(self.postprocess):
             return None
         return self.postprocess
 

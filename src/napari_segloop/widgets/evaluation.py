@@ -22,7 +22,9 @@ from qtpy.QtCore import QObject
 from napari_segloop.core.errors import InputError, SegloopError
 from napari_segloop.core.evaluation import check_region, check_truth
 from napari_segloop.core.evaluation.curve import DEFAULT_STEPS, ThresholdCurve
+from napari_segloop.core.evaluation.histograms import BinnedCurve, binned_curve
 from napari_segloop.core.evaluation.planes import select_planes
+from napari_segloop.core.events import Progress
 from napari_segloop.widgets.eval_state import REGION_ALL, REGION_VIEW
 from napari_segloop.widgets.jobs import JobFailed, guarded
 from napari_segloop.widgets.layer_io import layer_array, shape_probe
@@ -59,6 +61,17 @@ def format_value(value: Any, digits: int = 4) -> str:
 
 
 # ---------------------------------------------------------------------- workers
+
+
+@dataclass(frozen=True)
+class Unread:
+    """An array a worker job reads itself, block by block (:func:`start_worker` leaves it unread).
+
+    Lazy arguments of a job are read whole before it starts; a map larger
+    than memory is passed in this wrapper instead.
+    """
+
+    array: Any
 
 
 def is_lazy_array(value: Any) -> bool:
@@ -204,12 +217,18 @@ def build_curve(prob: Any, truth: Any, region: np.ndarray | None,
     return curve
 
 
+def build_binned_curve(prob: Unread, truth: Unread) -> Generator[Any, None, BinnedCurve]:
+    """Worker job: the curve of a map larger than memory, block by block (yields progress)."""
+    return (yield from binned_curve(prob.array, truth.array, steps=SLIDER_STEPS))
+
+
 @dataclass
 class _Entry:
     prob: weakref.ref
     truth: weakref.ref
-    curve: ThresholdCurve | None = None
+    curve: ThresholdCurve | BinnedCurve | None = None
     exact: bool = False
+    progress: Progress | None = None
     failed: JobFailed | None = None
     callbacks: list[Callable[[Any], None]] = field(default_factory=list)
     worker: Any = None
@@ -228,6 +247,8 @@ class CurveStore:
     data_changed = Signal(object)
     #: Emitted with a curve once it is sorted: thresholds off the slider steps are then O(log n).
     exact_ready = Signal(object)
+    #: Emitted with the :class:`~napari_segloop.core.events.Progress` of a curve built block by block.
+    progressed = Signal(object)
 
     MAX_ENTRIES = 4
 
@@ -257,6 +278,13 @@ class CurveStore:
                     emitter.connect(bump)
         return self._versions[layer]
 
+    def bump(self, layer: Any) -> None:
+        """Count ``layer``'s data as changed (its blocks were written behind napari's events)."""
+        layer = unwrap(layer)
+        self.version(layer)
+        self._versions[layer] = self._versions.get(layer, 0) + 1
+        self.data_changed.emit(layer)
+
     def key(self, prob: Any, truth: Any, region_key: Hashable, index: tuple[int, ...] | None,
             planes: tuple[int, ...] | None = None) -> Hashable:
         """Cache key of a curve."""
@@ -268,6 +296,11 @@ class CurveStore:
         """The built curve for ``key``, or None."""
         entry = self._entries.get(key)
         return None if entry is None else entry.curve
+
+    def progress(self, key: Hashable) -> Progress | None:
+        """How far the block-by-block build of the curve ``key`` is (None: not such a build)."""
+        entry = self._entries.get(key)
+        return None if entry is None or entry.curve is not None else entry.progress
 
     def is_exact(self, curve: ThresholdCurve | None) -> bool:
         """True once ``curve`` is sorted (queries off the slider steps are then safe on the main thread)."""
@@ -326,7 +359,12 @@ class CurveStore:
             if old.worker is not None:
                 old.worker.quit()
             del self._entries[old_key]
-        worker = start_worker(build_curve, prob, truth, region.mask, index, planes)
+        from napari_segloop.widgets.large_layers import is_large
+
+        if is_large(prob_layer):  # larger than memory: histograms, block by block (whole map only)
+            worker = start_worker(build_binned_curve, Unread(prob), Unread(truth))
+        else:
+            worker = start_worker(build_curve, prob, truth, region.mask, index, planes)
         entry.worker = worker
         worker.yielded.connect(lambda value: self._on_yielded(entry, value))
         worker.returned.connect(lambda value: self._on_returned(entry, value))
@@ -335,6 +373,10 @@ class CurveStore:
         return None
 
     def _on_yielded(self, entry: _Entry, value: Any) -> None:
+        if isinstance(value, Progress):
+            entry.progress = value
+            self.progressed.emit(value)
+            return
         if isinstance(value, ThresholdCurve) and entry.curve is None:
             entry.curve = value
             callbacks, entry.callbacks = entry.callbacks, []
@@ -348,6 +390,12 @@ class CurveStore:
             for key, e in list(self._entries.items()):
                 if e is entry:  # do not cache failures: the user may fix the input
                     del self._entries[key]
+            for callback in callbacks:
+                callback(value)
+            return
+        if isinstance(value, BinnedCurve) and entry.curve is None:
+            entry.curve = value  # exact at the slider's steps only: never "exact" here
+            callbacks, entry.callbacks = entry.callbacks, []
             for callback in callbacks:
                 callback(value)
             return

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -601,8 +601,8 @@ class PredictDock(QWidget):
             return
         live.refresh()
         entry = self.session.probability(image)
-        if entry is not None:
-            entry.complete = True
+        if entry is not None:  # the docks that scored the half-filled map score it again
+            self.session.set_probability(image, replace(entry, complete=True))
         layer = live.layer()
         name = layer.name if layer is not None else "the probability layer"
         self.status.setText(f"Done: {name}, {result.blocks.blocks} block(s), in {result.output.path}.")

@@ -37,6 +37,7 @@ from qtpy.QtWidgets import (
 from napari_segloop.core.bundle import PostProcess, set_bundle_threshold
 from napari_segloop.core.errors import SegloopError
 from napari_segloop.core.evaluation.curve import ThresholdCurve, otsu_threshold
+from napari_segloop.core.evaluation.histograms import BinnedCurve, binned_curve
 from napari_segloop.core.evaluation.planes import select_planes
 from napari_segloop.core.evaluation.processed import ProcessedBest, best_processed_threshold, processed_curve
 from napari_segloop.widgets import outputs, previews
@@ -47,6 +48,7 @@ from napari_segloop.widgets.eval_state import postprocess_active
 from napari_segloop.widgets.evaluation import (
     SLIDER_STEPS,
     LatestRunner,
+    Unread,
     connect_for_lifetime,
     format_value,
     model_default,
@@ -97,6 +99,12 @@ def otsu_job(prob: np.ndarray, region: np.ndarray | None,
         if region is not None and region.ndim > 2:
             region = select_planes(region, planes)
     return otsu_threshold(prob, region)
+
+
+def large_otsu_job(prob: Unread) -> Generator[Any, None, float]:
+    """Worker job: Otsu's threshold of a map larger than memory, from its histogram (block by block)."""
+    curve = yield from binned_curve(prob.array, steps=SLIDER_STEPS)
+    return curve.otsu()
 
 
 def _range_text(lower: float, upper: float) -> str:
@@ -368,6 +376,11 @@ class ThresholdDock(QWidget):
             for w in widgets:
                 w.blockSignals(False)
         self.diameter_spin.setEnabled(bool(pp.split_touching))
+        self.pp_box.setEnabled(not state.raw_only)
+        self.pp_box.setToolTip(
+            "A map larger than memory is thresholded raw: post-processing needs whole objects. "
+            "segloop predict --threshold T post-processes it block by block." if state.raw_only else
+            "Untick to see and score the raw mask (probability > threshold).")
         inp = self.engine.inputs
         stack = inp is not None and inp.is_stack
         self.objects_combo.setVisible(stack)
@@ -421,7 +434,7 @@ class ThresholdDock(QWidget):
                                       "against the threshold.")
             self.readout.setText("")
         elif curve is None:
-            self.plot.set_curve(None, "Computing the curve…")
+            self.plot.set_curve(None, f"Computing the curve…{engine.progress_text()}")
         elif self.plot_curve_source() is not curve:
             self.plot.set_curve(curve.curve())
             self._plotted = curve
@@ -554,7 +567,14 @@ class ThresholdDock(QWidget):
         if self.state.probability is None or inp is None or inp.kind != "probability":
             self._report("Choose a probability map first.")
             return
+        curve = self.engine.whole_curve
+        if isinstance(curve, BinnedCurve):  # a map larger than memory: Otsu of its histogram, at once
+            self._apply_aux(curve.otsu())
+            return
         self.status.setText("Computing Otsu's threshold…")
+        if inp.large:
+            self.aux_runner.request(large_otsu_job, Unread(layer_array(inp.prediction)))
+            return
         self.aux_runner.request(otsu_job, layer_array(inp.prediction), inp.region.mask, inp.planes)
 
     def _apply_aux(self, result: Any) -> None:
@@ -579,6 +599,12 @@ class ThresholdDock(QWidget):
         self.best = result
         self.plot.set_best(result.threshold)
         self.set_threshold(result.threshold)
+        if not result.exact:
+            self.status.setText(
+                f"Best Dice {result.score:.4f} at threshold {result.threshold:.6g}: the best of the slider's "
+                f"{SLIDER_STEPS:,} steps (a map larger than memory is scored from histograms; the exact "
+                "optimum may lie within one step of it).")
+            return
         self.status.setText(
             f"Best Dice {result.score:.4f} at threshold {result.threshold:.6g} (exact optimum over every "
             f"probability value; {_range_text(result.threshold, result.upper)})."
