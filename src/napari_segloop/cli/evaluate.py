@@ -17,6 +17,7 @@ from napari_segloop.cli.common import (
     apply_image_limit,
     err,
     evaluate_threshold_arg,
+    note,
     say,
 )
 from napari_segloop.cli.predict import OBJECT_DIMS, model_input
@@ -113,7 +114,10 @@ def _print_table(report, per_slice: bool) -> None:
     print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
     for line in table:
         print("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)))
-    if best is not None:
+    if best is not None and not best.exact:
+        print(f"best threshold {best.threshold:.6g} (Dice {best.score:.4f}; the best step of 0.001, "
+              "from the histogram of a map scored block by block)")
+    elif best is not None:
         print(f"best threshold {best.threshold!r} (Dice {best.score:.4f}"
               f"{' over all pairs' if not single else ''})")
 
@@ -135,8 +139,10 @@ def csv_plan(args: argparse.Namespace, threshold: object) -> Any:
     plan = OutputPlan()
     if not args.csv:
         return plan
+    from napari_segloop.core.io.lazy import is_zarr_path
+
     for arg, what in ((Path(args.prediction), "the prediction"), (Path(args.truth), "the ground truth")):
-        if arg.is_dir():
+        if arg.is_dir() and not is_zarr_path(arg):
             for path in expand_inputs([arg])[0]:
                 plan.protect(path, f"{what.replace('the ', 'a ', 1)} in {arg}")
         else:
@@ -241,6 +247,43 @@ def _run_classes(args: argparse.Namespace, threshold: object) -> int:
     return EXIT_OK
 
 
+#: Options that need whole objects or the map in memory (refused for OME-Zarr maps).
+_IN_MEMORY_ONLY = (("region", "--region"), ("min_size", "--min-size"), ("fill_holes", "--fill-holes"),
+                   ("split_touching", "--split-touching"), ("object_diameter", "--object-diameter"),
+                   ("per_slice", "--per-slice"), ("classes", "--classes"))
+
+
+def _run_out_of_core(args: argparse.Namespace) -> int:
+    """An OME-Zarr map (or ground truth): pixel metrics block by block, in bounded memory."""
+    from napari_segloop.core.errors import SegloopError
+    from napari_segloop.core.evaluation.out_of_core import evaluate_out_of_core
+    from napari_segloop.core.evaluation.report import write_metrics_csv
+    from napari_segloop.core.events import Notice, run_to_end
+
+    given = [flag for name, flag in _IN_MEMORY_ONLY if getattr(args, name, None) not in (None, False)]
+    if given:
+        err(f"{', '.join(given)}: not for a .zarr map, which is scored block by block (pixel metrics of "
+            "the raw threshold); evaluate a crop saved as TIFF, or post-process with segloop predict.")
+        return EXIT_USAGE
+    threshold = "best" if args.best_threshold else args.threshold
+    try:
+        plan = csv_plan(args, threshold)
+        report = run_to_end(evaluate_out_of_core(args.prediction, args.truth, threshold=threshold,
+                                                 model=args.model),
+                            lambda e: say(e) if isinstance(e, Notice) else None)
+        if args.csv:
+            write_metrics_csv(args.csv, report.rows, protect=plan.inputs)
+    except SegloopError as exc:
+        err(str(exc))
+        return EXIT_FAILED
+    if args.json:
+        print(json.dumps(report.rows[0], allow_nan=False))
+    else:
+        _print_table(report, False)
+        note(report.rows[0]["notes"])
+    return EXIT_OK
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``segloop evaluate``."""
     from napari_segloop.core.errors import SegloopError
@@ -257,6 +300,10 @@ def run(args: argparse.Namespace) -> int:
         if not path.exists():
             err(f"{path}: file not found.")
             return EXIT_FAILED
+    from napari_segloop.core.io.lazy import is_zarr_path
+
+    if is_zarr_path(pred_arg) or is_zarr_path(truth_arg):
+        return _run_out_of_core(args)
     if pred_arg.is_dir() != truth_arg.is_dir():
         err("give two files or two folders for --prediction and --truth.")
         return EXIT_USAGE
