@@ -29,24 +29,14 @@ import json
 import os
 import platform
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from bench_large import PEAK_CODE, run_child  # the same child runner and peak memory
 
 CHUNK = 1024
-
-PEAK_CODE = """
-def PEAK():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-"""
 
 CLI_CHILD = PEAK_CODE + """
 import contextlib, io, json, sys, time
@@ -110,14 +100,6 @@ def prob_tile(y: int, x: int, h: int, w: int) -> np.ndarray:
     rng = np.random.default_rng(7 + y * 100_003 + x)
     truth = truth_tile(y, x, h, w)
     return np.clip(0.2 + 0.55 * truth + rng.normal(0, 0.18, (h, w)), 0, 1).astype(np.float32)
-
-
-def run_child(code: str, *args: str) -> dict:
-    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"}, check=False)
-    if proc.returncode:
-        raise SystemExit(f"child failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:

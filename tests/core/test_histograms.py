@@ -14,17 +14,13 @@ from napari_segloop.core.evaluation.histograms import (
     block_slices,
     count_pixels,
 )
-from napari_segloop.core.events import Progress
+from napari_segloop.core.events import Progress, run_to_end
 
 
 def run(gen):
-    """Drain a generator; return (yielded, returned)."""
-    out = []
-    try:
-        while True:
-            out.append(next(gen))
-    except StopIteration as stop:
-        return out, stop.value
+    """Drain a generator; return (what it yielded, what it returned)."""
+    events: list = []
+    return events, run_to_end(gen, events.append)
 
 
 class ReadLog:

@@ -12,16 +12,13 @@ from napari_segloop.core.errors import InputError
 from napari_segloop.core.evaluation import evaluate
 from napari_segloop.core.evaluation.curve import otsu_threshold
 from napari_segloop.core.evaluation.out_of_core import evaluate_out_of_core
-from napari_segloop.core.events import Notice
+from napari_segloop.core.events import Notice, run_to_end
 
 
 def run(gen):
-    events = []
-    try:
-        while True:
-            events.append(next(gen))
-    except StopIteration as stop:
-        return events, stop.value
+    """Drain a generator; return (what it yielded, what it returned)."""
+    events: list = []
+    return events, run_to_end(gen, events.append)
 
 
 @pytest.fixture

@@ -95,3 +95,19 @@ def wait_job(qtbot):
         qtbot.waitUntil(lambda: not session.busy, timeout=timeout)
 
     return wait
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Predict layers larger than memory in blocks of 128 px into chunks of 64 (a few blocks per test)."""
+    from napari_segloop.widgets import large_layers
+
+    monkeypatch.setattr(large_layers, "CHUNK", 64)
+    monkeypatch.setattr(large_layers, "GUI_BLOCK", 128)
+    real = large_layers.large_job
+
+    def job(*args, **kwargs):
+        kwargs["block"] = 128
+        return (yield from real(*args, **kwargs))
+
+    monkeypatch.setattr(large_layers, "large_job", job)

@@ -153,7 +153,7 @@ def test_post_processing_and_regions_are_refused_with_a_reason(large_docks):
 
 
 def test_a_map_predicted_block_by_block_is_scored_again_when_it_is_done(docks, tiny_bundle, wait_job, large,
-                                                                         monkeypatch, qtbot):
+                                                                         small_blocks, qtbot):
     """Predict dock -> zarr-backed map -> Threshold/Confusion docks, the loop a whole-slide user runs."""
     from napari.utils._proxies import PublicOnlyProxy
 
@@ -161,14 +161,6 @@ def test_a_map_predicted_block_by_block_is_scored_again_when_it_is_done(docks, t
     from napari_segloop.widgets.session import session_for
     from napari_segloop.widgets.threshold_dock import ThresholdDock
 
-    monkeypatch.setattr(large_layers, "CHUNK", 64)
-    real = large_layers.large_job
-
-    def job(*args, **kwargs):
-        kwargs["block"] = 128
-        return (yield from real(*args, **kwargs))
-
-    monkeypatch.setattr(large_layers, "large_job", job)
     _, truth = maps(seed=3)
     viewer, _, predict = docks(tiny_bundle)
     image = viewer.add_image(da.from_array((truth > 0) * 150.0 + 20.0, chunks=100).astype(np.float32),

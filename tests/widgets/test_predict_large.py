@@ -17,19 +17,10 @@ da = pytest.importorskip("dask.array")
 
 
 @pytest.fixture
-def large(monkeypatch, tmp_path):
+def large(monkeypatch, tmp_path, small_blocks):
     """Count every layer of more than 100 kB as "larger than memory"; blocks of 128 px, chunks of 64."""
     monkeypatch.setattr(large_layers, "LARGE_BYTES", 100_000)
     monkeypatch.setattr(large_layers, "LARGE_PIXELS", 100_000)
-    monkeypatch.setattr(large_layers, "CHUNK", 64)
-    monkeypatch.setattr(large_layers, "GUI_BLOCK", 128)
-    real = large_layers.large_job
-
-    def job(*args, **kwargs):
-        kwargs["block"] = 128
-        return (yield from real(*args, **kwargs))
-
-    monkeypatch.setattr(large_layers, "large_job", job)
     image = (np.random.default_rng(0).random((300, 380)) * 200).astype(np.float32)
     return image
 
