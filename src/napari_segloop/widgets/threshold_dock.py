@@ -603,7 +603,7 @@ class ThresholdDock(QWidget):
             self.status.setText(
                 f"Best Dice {result.score:.4f} at threshold {result.threshold:.6g}: the best of the slider's "
                 f"{SLIDER_STEPS:,} steps (a map larger than memory is scored from histograms; the exact "
-                "optimum may lie within one step of it).")
+                "optimum between steps may score slightly higher).")
             return
         self.status.setText(
             f"Best Dice {result.score:.4f} at threshold {result.threshold:.6g} (exact optimum over every "

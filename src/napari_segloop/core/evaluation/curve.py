@@ -82,7 +82,8 @@ class BestThreshold:
     exact : bool
         True for the optimum over every probability value; False for the
         best slider step of a map scored from histograms (then ``upper`` is
-        the next step, and the exact optimum may lie between the two).
+        the next step, and the exact optimum, with a slightly higher score,
+        may lie between steps, not necessarily next to it).
     """
 
     threshold: float

@@ -164,8 +164,10 @@ class BinnedCurve(StepCounts):
     def best_threshold(self, metric: str = "dice") -> BestThreshold:
         """The best slider step for ``metric`` (the first on ties): ``exact`` is False.
 
-        ``upper`` is the next step: the optimum over every probability value
-        may lie between the two (a step is 0.001 with the default 1001 steps).
+        ``upper`` is the next step. The exact optimum over every probability
+        value may be another threshold, even a few steps away where the Dice
+        curve is flat, with a slightly higher score (a step is 0.001 with the
+        default 1001 steps).
         """
         metric = metric.lower()
         if metric not in BEST_METRICS:
