@@ -218,8 +218,14 @@ def build_curve(prob: Any, truth: Any, region: np.ndarray | None,
 
 
 def build_binned_curve(prob: Unread, truth: Unread) -> Generator[Any, None, BinnedCurve]:
-    """Worker job: the curve of a map larger than memory, block by block (yields progress)."""
-    return (yield from binned_curve(prob.array, truth.array, steps=SLIDER_STEPS))
+    """Worker job: the curve of a map larger than memory, block by block (yields progress, then it).
+
+    Yielded like :func:`build_curve`'s, so the store hands both out the same
+    way; it is never sorted, so it is never "exact" (only at the slider's steps).
+    """
+    curve = yield from binned_curve(prob.array, truth.array, steps=SLIDER_STEPS)
+    yield curve
+    return curve
 
 
 @dataclass
@@ -228,7 +234,6 @@ class _Entry:
     truth: weakref.ref
     curve: ThresholdCurve | BinnedCurve | None = None
     exact: bool = False
-    progress: Progress | None = None
     failed: JobFailed | None = None
     callbacks: list[Callable[[Any], None]] = field(default_factory=list)
     worker: Any = None
@@ -296,11 +301,6 @@ class CurveStore:
         """The built curve for ``key``, or None."""
         entry = self._entries.get(key)
         return None if entry is None else entry.curve
-
-    def progress(self, key: Hashable) -> Progress | None:
-        """How far the block-by-block build of the curve ``key`` is (None: not such a build)."""
-        entry = self._entries.get(key)
-        return None if entry is None or entry.curve is not None else entry.progress
 
     def is_exact(self, curve: ThresholdCurve | None) -> bool:
         """True once ``curve`` is sorted (queries off the slider steps are then safe on the main thread)."""
@@ -374,10 +374,9 @@ class CurveStore:
 
     def _on_yielded(self, entry: _Entry, value: Any) -> None:
         if isinstance(value, Progress):
-            entry.progress = value
             self.progressed.emit(value)
             return
-        if isinstance(value, ThresholdCurve) and entry.curve is None:
+        if isinstance(value, ThresholdCurve | BinnedCurve) and entry.curve is None:
             entry.curve = value
             callbacks, entry.callbacks = entry.callbacks, []
             for callback in callbacks:
@@ -390,12 +389,6 @@ class CurveStore:
             for key, e in list(self._entries.items()):
                 if e is entry:  # do not cache failures: the user may fix the input
                     del self._entries[key]
-            for callback in callbacks:
-                callback(value)
-            return
-        if isinstance(value, BinnedCurve) and entry.curve is None:
-            entry.curve = value  # exact at the slider's steps only: never "exact" here
-            callbacks, entry.callbacks = entry.callbacks, []
             for callback in callbacks:
                 callback(value)
             return

@@ -195,10 +195,6 @@ class BinnedCurve(StepCounts):
         centres = np.empty(self.steps + 1, dtype=np.float64)
         centres[0], centres[-1] = edges[0], edges[-1]
         centres[1:-1] = (edges[:-1] + edges[1:]) / 2
-        if centres[-1] <= centres[-2]:
-            centres[-1] = np.nextafter(centres[-2], np.inf)
-        if centres[1] <= centres[0]:
-            centres[0] = np.nextafter(centres[1], -np.inf)
         used = np.flatnonzero(counts)
         if used.size <= 1:
             g = int(used[0]) if used.size else 0
