@@ -44,6 +44,7 @@ __all__ = [
     "probabilities",
     "register",
     "spec_name",
+    "trainable_reason",
 ]
 
 #: smp architectures segloop may build (those present in the installed smp are registered).
@@ -168,11 +169,12 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def spec_name(model: Any) -> str:
-    """Registry name of a built model (its class name when it is not registered)."""
+    """Registry name of a built model (its own ``architecture`` text, or class name, when not registered)."""
     for spec in _specs().values():
         if type(model) is spec.cls:
             return spec.name
-    return type(model).__name__
+    own = getattr(model, "architecture", None)
+    return own if isinstance(own, str) and own else type(model).__name__
 
 
 def allowed_options(spec: ModelSpec) -> set[str]:
@@ -254,6 +256,22 @@ def build_model(
         raise ModelLoadError(
             f"{spec.name} cannot be built with these settings: {printable(exc, 200)}"
         ) from exc
+
+
+def trainable_reason(model: Any) -> str:
+    """Why ``model`` cannot be fine-tuned ("" when it can): ONNX and TorchScript graphs have no
+    trainable PyTorch parameters segloop can update."""
+    import torch
+
+    net = getattr(model, "inner", model)  # a wrapper around an imported network
+    if isinstance(net, torch.jit.ScriptModule) or getattr(net, "session", None) is not None:
+        kind = "a TorchScript" if isinstance(net, torch.jit.ScriptModule) else "an ONNX"
+        return (f"This is {kind} model, which segloop can run but not fine-tune; import a "
+                "bioimage.io package with PyTorch state-dict weights of an architecture segloop "
+                "knows to fine-tune it.")
+    if not any(p.requires_grad for p in model.parameters()):
+        return "This model has no trainable parameters."
+    return ""
 
 
 def input_multiple(model: Any) -> int:

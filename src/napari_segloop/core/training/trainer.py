@@ -594,6 +594,11 @@ def train(
     """
     cfg = (config or TrainConfig()).checked()
     control = control or TrainControl()
+    from napari_segloop.core.models.registry import trainable_reason
+
+    reason = trainable_reason(start.model)
+    if reason:
+        raise InputError(reason)
     threads = apply_threads(cfg.threads)
     choice = resolve_device(cfg.device)
     device = choice.device
