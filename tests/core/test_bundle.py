@@ -237,7 +237,7 @@ def test_empty_folder_and_plain_file(tmp_path):
     f.write_text("x")
     with pytest.raises(ModelLoadError, match="not a bundle folder"):
         load_bundle(f)
-    with pytest.raises(ModelLoadError, match="neither a bundle folder nor a state dict"):
+    with pytest.raises(ModelLoadError, match=r"neither a bundle folder, a bioimage\.io package"):
         load_model(f)
 
 

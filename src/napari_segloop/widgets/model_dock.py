@@ -47,7 +47,7 @@ COMMON_ENCODERS = (
 
 def load_job(spec: str, architecture: str | None, encoder: str | None,
              in_channels: int) -> Generator[Progress, None, Any]:
-    """Load a model in a worker (``"default"``, a bundle folder or a weights file)."""
+    """Load a model in a worker (``"default"``, a bundle folder, a weights file or a bioimage.io package)."""
     yield Progress(0, 1, "loading")
     bundle = core_bundle.load_model(spec, architecture, encoder, in_channels)
     yield Progress(1, 1)
@@ -338,7 +338,8 @@ class ModelDock(QWidget):
     def _browse_file(self) -> None:
         pattern = " ".join(f"*{s}" for s in core_bundle.STATE_DICT_SUFFIXES)
         path, _ = QFileDialog.getOpenFileName(
-            self, "Model weights file", self._start_dir(), f"Weights ({pattern});;All files (*)"
+            self, "Model weights file or bioimage.io package", self._start_dir(),
+            f"Models ({pattern} *.zip *.yaml);;bioimage.io packages (*.zip *.yaml);;All files (*)"
         )
         if path:
             self.path_edit.setText(path)

@@ -302,10 +302,16 @@ def load_model(
     encoder: str | None = None,
     in_channels: int = 1,
     classes: int = 1,
+    *,
+    weights: str = "auto",
+    allow_torchscript: bool = False,
 ) -> ModelBundle:
-    """Load ``"default"``, a bundle folder, or a state dict file.
+    """Load ``"default"``, a bundle folder, a state dict file or a bioimage.io package.
 
-    A state dict needs ``architecture`` and ``encoder``.
+    A state dict needs ``architecture`` and ``encoder``. A bioimage.io package
+    (a ``.zip``, a ``rdf.yaml``, or a folder holding one) is read by
+    :func:`napari_segloop.core.bundle.from_bioimageio.load_bioimageio` with
+    ``weights`` and ``allow_torchscript``.
     """
     if str(spec) == "default":
         path = default_model_path()
@@ -320,6 +326,10 @@ def load_model(
     p = Path(spec)
     if not p.exists():
         raise ModelLoadError(f"Model not found: {p} does not exist.")
+    from napari_segloop.core.bundle.from_bioimageio import is_bioimageio_source, load_bioimageio
+
+    if is_bioimageio_source(p) and not (p.is_dir() and (p / CONFIG_FILE).is_file()):
+        return load_bioimageio(p, weights, allow_torchscript=allow_torchscript)
     if p.is_dir():
         return load_bundle(p)
     if p.suffix.lower() in STATE_DICT_SUFFIXES:
@@ -330,7 +340,8 @@ def load_model(
             )
         return load_state_dict_model(p, architecture, encoder, in_channels, classes)
     raise ModelLoadError(
-        f"{p} is neither a bundle folder nor a state dict file ({', '.join(STATE_DICT_SUFFIXES)})."
+        f"{p} is neither a bundle folder, a bioimage.io package (.zip) nor a state dict file "
+        f"({', '.join(STATE_DICT_SUFFIXES)})."
     )
 
 
