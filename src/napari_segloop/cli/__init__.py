@@ -1,7 +1,8 @@
 """The ``segloop`` command line: the same engine as the napari plugin, headless.
 
 One thin module per command (:mod:`.predict`, :mod:`.train`, :mod:`.evaluate`, :mod:`.suggest`,
-:mod:`.simulate`, :mod:`.info`, :mod:`.demo`), each a wrapper over one core function: it parses arguments,
+:mod:`.simulate`, :mod:`.info`, :mod:`.export`, :mod:`.demo`), each a wrapper over one core
+function: it parses arguments,
 runs the core generator with :func:`~napari_segloop.core.events.run_to_end`
 and prints the result.
 
@@ -19,14 +20,14 @@ import sys
 from collections.abc import Sequence
 
 from napari_segloop import __version__
-from napari_segloop.cli import demo, evaluate, info, predict, simulate, suggest, train
+from napari_segloop.cli import demo, evaluate, export, info, predict, simulate, suggest, train
 from napari_segloop.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, err
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
 #: The commands, in the order ``segloop --help`` lists them.
 COMMANDS = {"predict": predict, "train": train, "evaluate": evaluate, "suggest": suggest,
-            "simulate-active-learning": simulate, "info": info, "demo": demo}
+            "simulate-active-learning": simulate, "info": info, "export": export, "demo": demo}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -91,13 +91,22 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="encoder of a plain state dict (e.g. resnet18)")
     p.add_argument("--in-channels", type=int, default=1,
                    help="input channels of a plain state dict (default 1)")
+    p.add_argument("--weights-format", default="auto",
+                   choices=("auto", "pytorch_state_dict", "onnx", "torchscript"),
+                   help="bioimage.io packages: which weights to run (default auto: the state dict "
+                        "of an architecture segloop knows, else ONNX)")
+    p.add_argument("--allow-torchscript", action="store_true",
+                   help="bioimage.io packages: allow TorchScript weights (they run code their "
+                        "author wrote; refused otherwise)")
 
 
 def load_model(args: argparse.Namespace) -> Any:
     """Load ``args.model`` (with the state-dict options)."""
     from napari_segloop.core.bundle import load_model as core_load
 
-    return core_load(args.model, args.arch, args.encoder, args.in_channels)
+    return core_load(args.model, args.arch, args.encoder, args.in_channels,
+                     weights=getattr(args, "weights_format", "auto"),
+                     allow_torchscript=getattr(args, "allow_torchscript", False))
 
 
 def add_image_limit_arg(p: argparse.ArgumentParser) -> None:
