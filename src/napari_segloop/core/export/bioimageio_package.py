@@ -348,6 +348,7 @@ def _description(bundle: ModelBundle, meta: ExportMeta, work: Path, import_from:
     from bioimageio.spec.model import v0_5 as bio
 
     from napari_segloop import __version__
+    from napari_segloop.core.export.onnx_weights import OPSET
 
     s = bundle.settings
     norm = s.normalization
@@ -406,7 +407,7 @@ def _description(bundle: ModelBundle, meta: ExportMeta, work: Path, import_from:
         torchscript=bio.TorchscriptWeightsDescr(source=work / "weights.torchscript.pt",
                                                 pytorch_version=bio.Version(version),
                                                 parent="pytorch_state_dict"),
-        onnx=bio.OnnxWeightsDescr(source=work / "weights.onnx", opset_version=_opset(),
+        onnx=bio.OnnxWeightsDescr(source=work / "weights.onnx", opset_version=OPSET,
                                   parent="pytorch_state_dict"),
     )
     authors = [bio.Author(name=a.name, affiliation=a.affiliation, orcid=a.orcid) for a in meta.authors] \
@@ -453,8 +454,3 @@ def _description(bundle: ModelBundle, meta: ExportMeta, work: Path, import_from:
         config=config,
     )
 
-
-def _opset() -> int:
-    from napari_segloop.core.export.onnx_weights import OPSET
-
-    return OPSET

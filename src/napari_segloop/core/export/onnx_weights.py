@@ -29,6 +29,7 @@ import torch
 
 from napari_segloop.core.errors import ModelLoadError
 from napari_segloop.core.export.shapes import dynamic_shapes, example_input
+from napari_segloop.core.export.tracing import cpu_copy, export_errors
 from napari_segloop.core.io.atomic import atomic_path
 from napari_segloop.core.text import printable
 
@@ -64,12 +65,10 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, in_channels: in
     ModelLoadError
         If the exporter fails (the message names the network's class).
     """
-    import copy
-
     path = Path(path)
-    net = copy.deepcopy(model).to("cpu", torch.float32).eval()
+    net = cpu_copy(model)
     example = example_input(in_channels, multiple)
-    try:
+    with export_errors(model, path, "could not be exported to ONNX"):
         with atomic_path(path) as tmp, _quiet():
             program = torch.onnx.export(
                 net, (example,), None, dynamo=True, opset_version=opset,
@@ -77,14 +76,6 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, in_channels: in
                 dynamic_shapes=dynamic_shapes(multiple), external_data=False, verbose=False,
             )
             program.save(str(tmp), external_data=False)
-    except ModelLoadError:
-        raise
-    except OSError as exc:
-        raise ModelLoadError(f"Could not write {printable(path)}: {exc.strerror or exc}") from exc
-    except Exception as exc:
-        raise ModelLoadError(
-            f"{type(model).__name__} could not be exported to ONNX: {printable(exc, 300)}"
-        ) from exc
     return path
 
 

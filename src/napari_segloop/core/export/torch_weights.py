@@ -13,7 +13,6 @@ it (:func:`load_torchscript`).
 
 from __future__ import annotations
 
-import copy
 import os
 import warnings
 from pathlib import Path
@@ -23,12 +22,9 @@ import torch
 
 from napari_segloop.core.errors import ModelLoadError
 from napari_segloop.core.export.shapes import dynamic_shapes, example_input
+from napari_segloop.core.export.tracing import cpu_copy, export_errors
 from napari_segloop.core.io.atomic import atomic_path
 from napari_segloop.core.text import printable
-
-
-def _cpu_copy(model: torch.nn.Module) -> torch.nn.Module:
-    return copy.deepcopy(model).to("cpu", torch.float32).eval()
 
 
 def export_torchscript(model: torch.nn.Module, path: str | os.PathLike, in_channels: int,
@@ -41,21 +37,15 @@ def export_torchscript(model: torch.nn.Module, path: str | os.PathLike, in_chann
         If tracing or writing fails.
     """
     path = Path(path)
-    net = _cpu_copy(model)
+    net = cpu_copy(model)
     example = example_input(in_channels, multiple)[:1]
-    try:
+    with export_errors(model, path, "could not be traced to TorchScript"):
         with warnings.catch_warnings():
             # torch.jit.trace is deprecated in favour of torch.export; consumers still read it.
             warnings.simplefilter("ignore")
             traced = torch.jit.trace(net, example, check_trace=False)
             with atomic_path(path) as tmp:
                 torch.jit.save(traced, str(tmp))
-    except OSError as exc:
-        raise ModelLoadError(f"Could not write {printable(path)}: {exc.strerror or exc}") from exc
-    except Exception as exc:
-        raise ModelLoadError(
-            f"{type(model).__name__} could not be traced to TorchScript: {printable(exc, 300)}"
-        ) from exc
     return path
 
 
@@ -69,20 +59,14 @@ def export_program(model: torch.nn.Module, path: str | os.PathLike, in_channels:
         If ``torch.export`` cannot capture the network, or writing fails.
     """
     path = Path(path)
-    net = _cpu_copy(model)
+    net = cpu_copy(model)
     example = example_input(in_channels, multiple)
-    try:
+    with export_errors(model, path, "could not be captured by torch.export"):
         program = torch.export.export(net, (example,), dynamic_shapes=dynamic_shapes(multiple))
         with atomic_path(path) as tmp:
             named = tmp.with_name(tmp.name + ".pt2")  # torch.export warns about other suffixes
             torch.export.save(program, str(named))
             os.replace(named, tmp)
-    except OSError as exc:
-        raise ModelLoadError(f"Could not write {printable(path)}: {exc.strerror or exc}") from exc
-    except Exception as exc:
-        raise ModelLoadError(
-            f"{type(model).__name__} could not be captured by torch.export: {printable(exc, 300)}"
-        ) from exc
     return path
 
 
