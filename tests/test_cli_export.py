@@ -76,3 +76,21 @@ def test_info_of_a_package_and_the_torchscript_refusal(capsys, package):
     code, stdout, _ = _run(capsys, "info", package, "--weights-format", "torchscript",
                            "--allow-torchscript", "--json")
     assert code == EXIT_OK and json.loads(stdout)["architecture"] == "TorchScript"
+
+
+def test_predict_with_the_onnx_engine(capsys, tiny_model_dir, tmp_path, monkeypatch):
+    from napari_segloop.core.export import engine
+
+    monkeypatch.setenv(engine.CACHE_ENV, str(tmp_path / "cache"))
+    image = make_nuclei((80, 112), seed=4)[0]
+    src = tmp_path / "img.tif"
+    tifffile.imwrite(src, image)
+    outs = []
+    for k, extra in enumerate(([], ["--engine", "onnx"], ["--engine", "onnx"])):
+        out = tmp_path / f"p{k}.tif"
+        code, _, stderr = _run(capsys, "predict", src, "--model", tiny_model_dir, "-o", out, "-q",
+                               "--device", "cpu", *extra)
+        assert code == EXIT_OK, stderr
+        assert ("Exporting the model to ONNX once" in stderr) == (k == 1)
+        outs.append(tifffile.imread(out))
+    assert np.abs(outs[1] - outs[0]).max() < 1e-4 and np.array_equal(outs[1], outs[2])

@@ -137,6 +137,36 @@ def test_metadata_parsing():
         Citation.parse("Our paper; somewhere")
     meta = ExportMeta()
     assert meta.placeholders() == ["authors", "description"]
+    assert meta.name_problem() is None
+    from napari_segloop.core.export.metadata import default_name
+
+    assert ExportMeta(name=default_name("/data/models/nuclei.v2")).name_problem() is None
+    assert default_name("/data/tiny") == "tiny model"
+    assert "may only contain" in ExportMeta(name="Nuclei, DAPI").name_problem()
     cites = meta.all_citations("Unet")
     assert cites[-1].doi == "10.1007/978-3-319-24574-4_28"
     assert np.all([isinstance(x, Citation) for x in cites])
+
+
+def test_onnx_engine_is_exported_once_and_checked(tiny, tmp_path, monkeypatch):
+    from napari_segloop.core.export import engine
+    from napari_segloop.core.inference.predict import predict_array
+
+    monkeypatch.setenv(engine.CACHE_ENV, str(tmp_path / "cache"))
+    fast = run_to_end(engine.with_onnx_engine(tiny))
+    assert isinstance(fast.model, OnnxNetwork) and fast.settings is tiny.settings
+    image = np.random.default_rng(0).random((70, 90)).astype(np.float32)
+    ref = predict_array(tiny, image, device="cpu")
+    assert np.abs(predict_array(fast, image, device="cpu") - ref).max() < 1e-4
+    (cached,) = (tmp_path / "cache").iterdir()
+    monkeypatch.setattr(engine, "export_onnx", lambda *a, **k: pytest.fail("exported twice"))
+    events = []
+    run_to_end(engine.with_onnx_engine(tiny), events.append)
+    assert events == [], "a cached graph is used without a notice"
+    assert run_to_end(engine.with_onnx_engine(fast)) is fast
+    # A cached graph of another network (a stale or tampered file) is refused and removed.
+    other = tiny_bundle(depth=3, seed=9)
+    monkeypatch.setattr(engine, "fingerprint", lambda b: cached.stem)
+    with pytest.raises(ModelLoadError, match="differs from the model"):
+        run_to_end(engine.with_onnx_engine(other))
+    assert not cached.exists()

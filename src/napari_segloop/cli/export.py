@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from napari_segloop.cli.common import (
     EXIT_FAILED,
@@ -70,10 +69,11 @@ def run(args: argparse.Namespace) -> int:
     from napari_segloop.core.errors import SegloopError
     from napari_segloop.core.events import run_to_end
     from napari_segloop.core.export import export_model
+    from napari_segloop.core.export.metadata import default_name
 
-    default_name = "segloop default model" if args.model == "default" else Path(args.model).name
+    name = default_name(str(args.model))
     try:
-        meta = _meta(args, default_name)
+        meta = _meta(args, name)
     except ValueError as exc:
         err(str(exc))
         return EXIT_USAGE

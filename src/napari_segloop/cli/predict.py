@@ -71,6 +71,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "bright background), hematoxylin (nuclei of H&E/IHC colour images)")
     p.add_argument("--channel", type=int, default=None, help="use only this channel")
     p.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
+    p.add_argument("--engine", choices=("torch", "onnx"), default="torch",
+                   help="run the network with torch (default) or onnxruntime on the CPU (1.4-2.3x "
+                        "faster on plain CPUs; exported once and cached, see docs/sharing.md)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     add_image_limit_arg(p)
     add_model_args(p)
@@ -125,6 +128,17 @@ def load_models(args: argparse.Namespace, models: list[str]) -> Any:
 
     bundles = [load_model(argparse.Namespace(**{**vars(args), "model": spec})) for spec in models]
     return bundles[0] if len(bundles) == 1 else Ensemble(bundles)
+
+
+def onnx_engine(bundle: Any) -> Any:
+    """``--engine onnx``: each model (or ensemble member) run by onnxruntime, its notices printed."""
+    from napari_segloop.core.events import run_to_end
+    from napari_segloop.core.export.engine import with_onnx_engine
+    from napari_segloop.core.inference.ensemble import Ensemble
+
+    members = [run_to_end(with_onnx_engine(b), lambda n: note(n.text))
+               for b in getattr(bundle, "members", [bundle])]
+    return members[0] if not hasattr(bundle, "members") else Ensemble(members)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -197,8 +211,14 @@ def run(args: argparse.Namespace) -> int:
             err(f"{output}: cannot create the output folder ({exc.strerror or exc}).")
             return EXIT_FAILED
     apply_threads(args.threads)
+    if args.engine == "onnx" and (choice.device.type != "cpu" or cluster.wanted(args)):
+        err("--engine onnx runs on the CPU in this process: use it with --device cpu (or auto "
+            "without a GPU) and without a cluster.")
+        return EXIT_USAGE
     try:
         bundle = load_models(args, models)
+        if args.engine == "onnx":
+            bundle = onnx_engine(bundle)
     except SegloopError as exc:
         err(str(exc))
         return EXIT_FAILED

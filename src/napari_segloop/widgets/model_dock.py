@@ -15,6 +15,7 @@ from typing import Any
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QAbstractItemView,
+    QCheckBox,
     QComboBox,
     QFileDialog,
     QFormLayout,
@@ -32,8 +33,8 @@ from qtpy.QtWidgets import (
 from superqt import QCollapsible
 
 from napari_segloop.core import bundle as core_bundle
-from napari_segloop.core.events import Progress
-from napari_segloop.widgets.jobs import JobFailed, create_job_worker
+from napari_segloop.core.events import Notice, Progress
+from napari_segloop.widgets.jobs import JobFailed, create_job_worker, notify, show_progress
 from napari_segloop.widgets.new_model_form import NewModelForm
 from napari_segloop.widgets.session import MaskSettings, session_for, unwrap
 from napari_segloop.widgets.settings import UserSettings
@@ -46,12 +47,21 @@ COMMON_ENCODERS = (
 
 
 def load_job(spec: str, architecture: str | None, encoder: str | None,
-             in_channels: int) -> Generator[Progress, None, Any]:
+             in_channels: int, allow_torchscript: bool = False) -> Generator[Progress, None, Any]:
     """Load a model in a worker (``"default"``, a bundle folder, a weights file or a bioimage.io package)."""
     yield Progress(0, 1, "loading")
-    bundle = core_bundle.load_model(spec, architecture, encoder, in_channels)
+    bundle = core_bundle.load_model(spec, architecture, encoder, in_channels,
+                                    allow_torchscript=allow_torchscript)
     yield Progress(1, 1)
     return bundle
+
+
+def export_job(bundle: Any, fmt: str, path: str, meta: Any,
+               overwrite: bool) -> Generator[Any, None, Any]:
+    """Export the model in a worker (:func:`napari_segloop.core.export.export_model`)."""
+    from napari_segloop.core.export import export_model
+
+    return (yield from export_model(bundle, fmt, path, meta, overwrite=overwrite))
 
 
 def save_job(bundle: Any, folder: str, overwrite: bool, mask: Any) -> Generator[Progress, None, Any]:
@@ -147,7 +157,7 @@ class ModelDock(QWidget):
         form = QFormLayout()
         path_row = QHBoxLayout()
         self.path_edit = QLineEdit(self.settings.last_model_path)
-        self.path_edit.setPlaceholderText("bundle folder or .pt/.pth/.safetensors file")
+        self.path_edit.setPlaceholderText("bundle folder, .pt/.safetensors file or bioimage.io .zip")
         self.path_edit.returnPressed.connect(self.load_from_field)
         self.folder_button = QPushButton("Choose folder…")
         self.folder_button.setToolTip("Choose a model bundle folder and load it.")
@@ -179,6 +189,13 @@ class ModelDock(QWidget):
         weights_form.addRow("Architecture", self.arch_combo)
         weights_form.addRow("Encoder", self.encoder_combo)
         weights_form.addRow("Input channels", self.channels_spin)
+        self.torchscript_check = QCheckBox("Allow TorchScript weights of bioimage.io packages")
+        self.torchscript_check.setToolTip(
+            "TorchScript is a program written by the model's author. Packages are loaded from their "
+            "PyTorch state dict or ONNX weights; allow this only for a package you trust that has "
+            "TorchScript weights only."
+        )
+        weights_form.addRow(self.torchscript_check)
         note = QLabel("Needed only for plain weights files; bundle folders describe themselves.")
         note.setWordWrap(True)
         note.setStyleSheet("color: gray;")
@@ -209,6 +226,7 @@ class ModelDock(QWidget):
         )
         self.save_button.clicked.connect(self._browse_save)
         layout.addWidget(self.save_button)
+        self._build_export(layout)
 
         self.status = QLabel()
         # Messages quote names from model files: never interpret them as rich text.
@@ -216,6 +234,133 @@ class ModelDock(QWidget):
         self.status.setWordWrap(True)
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         layout.addWidget(self.status)
+
+    def _build_export(self, layout: QVBoxLayout) -> None:
+        """The "Export for other tools" section: format, the bioimage.io fields, Export…."""
+        from napari_segloop.core.export import FORMATS
+        from napari_segloop.core.export.metadata import DEFAULT_LICENSE
+
+        self.export_section = QCollapsible("Export for other tools", self)
+        box = QWidget()
+        form = QFormLayout(box)
+        self.format_combo = QComboBox()
+        for key, text in FORMATS.items():
+            self.format_combo.addItem(key, key)
+            self.format_combo.setItemData(self.format_combo.count() - 1, text,
+                                          Qt.ItemDataRole.ToolTipRole)
+        self.format_combo.setToolTip("bioimageio: Fiji/DeepImageJ, ilastik, QuPath, the model zoo; "
+                                     "onnx, torchscript, torch-export: single files for other code.")
+        self.export_name = QLineEdit()
+        self.export_name.setPlaceholderText("e.g. Nuclei in DAPI widefield (default: the model's name)")
+        self.export_description = QLineEdit()
+        self.export_description.setPlaceholderText("what it segments, in which images")
+        self.export_authors = QLineEdit()
+        self.export_authors.setPlaceholderText("Name; affiliation; ORCID — several separated by |")
+        self.export_license = QLineEdit(DEFAULT_LICENSE)
+        self.export_license.setToolTip("An SPDX licence id (CC-BY-4.0, MIT, ...).")
+        self.export_cite = QLineEdit()
+        self.export_cite.setPlaceholderText("text; DOI or URL (the architecture's paper is always cited)")
+        form.addRow("Format", self.format_combo)
+        form.addRow("Name", self.export_name)
+        form.addRow("Description", self.export_description)
+        form.addRow("Authors", self.export_authors)
+        form.addRow("Licence", self.export_license)
+        form.addRow("Cite", self.export_cite)
+        self.export_button = QPushButton("Export…")
+        self.export_button.setToolTip(
+            "Write the model in the chosen format. The file is checked against the model before "
+            "it is kept (a bioimage.io package is also tested with bioimageio.core); an existing "
+            "file is replaced only if you confirm. See docs/sharing.md."
+        )
+        self.export_button.clicked.connect(self._browse_export)
+        form.addRow(self.export_button)
+        self.export_section.addWidget(box)
+        layout.addWidget(self.export_section)
+
+    def export_meta(self) -> Any:
+        """The bioimage.io fields as typed (raises ValueError for a malformed author or citation)."""
+        from napari_segloop.core.export import Author, Citation, ExportMeta
+        from napari_segloop.core.export.metadata import default_name
+
+        bundle = self.session.bundle
+        default = default_name("default" if bundle is None else str(bundle.source))
+        authors = [Author.parse(a) for a in self.export_authors.text().split("|") if a.strip()]
+        cite = self.export_cite.text().strip()
+        return ExportMeta(name=self.export_name.text().strip() or default,
+                          description=self.export_description.text().strip(), authors=authors,
+                          license=self.export_license.text().strip() or "CC-BY-4.0",
+                          citations=[Citation.parse(cite)] if cite else [])
+
+    def _browse_export(self) -> None:
+        from qtpy.QtWidgets import QMessageBox
+
+        from napari_segloop.core.export import SUFFIXES
+
+        fmt = str(self.format_combo.currentData())
+        suffix = SUFFIXES[fmt]
+        path, _ = QFileDialog.getSaveFileName(
+            self, f"Export the model ({fmt})", self._start_dir(), f"{fmt} (*{suffix})",
+            options=QFileDialog.Option.DontConfirmOverwrite,
+        )
+        if not path:
+            return
+        if not path.lower().endswith(suffix):
+            path += suffix
+        overwrite = False
+        if Path(path).exists():
+            answer = QMessageBox.question(self, "Replace the existing file?",
+                                          f"{path} already exists. Replace it with this export?")
+            if answer != QMessageBox.StandardButton.Yes:
+                self.status.setText("Not exported: the file exists and was kept.")
+                return
+            overwrite = True
+        self.export_to(path, fmt, overwrite=overwrite)
+
+    def export_to(self, path: str, fmt: str | None = None, overwrite: bool = False) -> bool:
+        """Export the loaded model to ``path`` in a worker (``fmt``: default the format chosen).
+
+        Returns
+        -------
+        bool
+            False if no model is loaded, a field is malformed, or another job runs.
+        """
+        from napari.utils.notifications import show_error
+
+        bundle = self.session.bundle
+        if bundle is None:
+            self.status.setText("No model is loaded: load or create one first.")
+            return False
+        fmt = fmt or str(self.format_combo.currentData())
+        try:
+            meta = self.export_meta()
+        except ValueError as exc:
+            show_error(str(exc))
+            self.status.setText(str(exc))
+            return False
+        worker = create_job_worker(export_job, bundle, fmt, str(path), meta, bool(overwrite),
+                                   desc=f"segloop: exporting ({fmt})")
+
+        def done(result: Any) -> None:
+            if isinstance(result, JobFailed):
+                self._failed(str(path), result.message, verb="export the model to")
+                return
+            gaps = ", ".join(f"{k} {v:.1e}" for k, v in result.parity.items())
+            tested = f"; bioimage.io model test {result.test}" if result.test else ""
+            self.status.setText(f"Exported to {result.path} (largest difference from the model: "
+                                f"{gaps}{tested}).")
+
+        worker.yielded.connect(self._on_export_event)
+        return self._start(worker, done, f"Exporting to {path}…")
+
+    def _on_export_event(self, event: Any) -> None:
+        """Progress of an export moves the bar and names the step; notices become notifications."""
+        if isinstance(event, Progress):
+            show_progress(self.worker, event)
+            # The last step is left to the result (Qt may deliver it after the result itself).
+            if event.message and event.done < event.total:
+                self.status.setText(f"Exporting: {event.message}…")
+        elif isinstance(event, Notice):
+            notify(event)
 
     @staticmethod
     def _architecture_combo(current: str) -> QComboBox:
@@ -326,6 +471,7 @@ class ModelDock(QWidget):
                        self.create_button):
             widget.setEnabled(idle)
         self.save_button.setEnabled(idle and self.session.bundle is not None)
+        self.export_button.setEnabled(idle and self.session.bundle is not None)
         self.switch_button.setEnabled(idle and len(self.session.versions) > 1)
 
     # -- actions -------------------------------------------------------------
@@ -444,6 +590,7 @@ class ModelDock(QWidget):
         is_file = spec != "default" and Path(spec).is_file()
         worker = create_job_worker(load_job, spec, architecture if is_file else None,
                                    encoder if is_file else None, in_channels,
+                                   self.torchscript_check.isChecked(),
                                    desc="segloop: loading model")
 
         def done(result: Any) -> None:

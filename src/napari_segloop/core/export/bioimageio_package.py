@@ -236,6 +236,8 @@ def export_bioimageio(
     if output.suffix.lower() != ".zip":
         raise ModelLoadError(f"A bioimage.io package is a .zip file; got {printable(output.name)}.")
     meta = meta or ExportMeta()
+    if (problem := meta.name_problem()) is not None:
+        raise ModelLoadError(problem)
     import_from, callable_name, kwargs = architecture_source(bundle)
     notes: list[str] = []
     steps = 7
@@ -250,11 +252,13 @@ def export_bioimageio(
     raw = sample.raw
     prob = sample_probability(bundle, raw)
     s = bundle.settings
-    if s.scale_factor != 1 or s.object_size:
-        notes.append("segloop resizes images for this model (scale factor "
-                     f"{s.scale_factor:g}"
-                     f"{', object size ' + format(s.object_size, 'g') if s.object_size else ''}"
-                     "); bioimage.io consumers do not: give images at the scale the model was trained on.")
+    if s.scale_factor != 1:
+        notes.append(f"segloop resizes images by {s.scale_factor:g} for this model; bioimage.io "
+                     "consumers do not: resize your images before giving them to the package.")
+    elif s.object_size:
+        notes.append(f"The model was trained on objects about {s.object_size:g} px across; segloop "
+                     "can resize images by object size, bioimage.io consumers cannot: give images at "
+                     "that scale.")
     for missing in meta.placeholders():
         notes.append(f"The {missing} field holds a placeholder: fill it in before sharing the model.")
     work = Path(tempfile.mkdtemp(prefix="segloop-export-"))

@@ -40,6 +40,18 @@ SMP_CITATION = ("Iakubovskii, P. Segmentation Models Pytorch (software).",
                 "https://github.com/qubvel/segmentation_models.pytorch")
 
 _ORCID = re.compile(r"^\d{4}-\d{4}-\d{4}-\d{3}[\dX]$")
+#: The characters bioimage.io allows in a model name.
+NAME_CHARACTERS = "letters, digits, spaces and _ + - ( )"
+_NAME = re.compile(r"^[A-Za-z0-9_+\- ()]+$")
+
+
+def default_name(source: str) -> str:
+    """A name bioimage.io accepts, made from a model's source (a bundle folder's name)."""
+    if source in ("default", "new", ""):
+        return "segloop default model" if source == "default" else "segloop model"
+    name = re.sub(r"[^A-Za-z0-9_+\- ()]+", " ", source.replace("\\", "/").rstrip("/").split("/")[-1])
+    name = " ".join(name.split())[:128]
+    return name if len(name) >= 5 else f"{name} model".strip()
 
 
 @dataclass
@@ -142,6 +154,15 @@ class ExportMeta:
     citations: list[Citation] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
     version: str = "0.1.0"
+
+    def name_problem(self) -> str | None:
+        """Why bioimage.io would refuse the name (checked before any work), or None."""
+        name = self.name.strip()
+        if not _NAME.match(name):
+            return f"The model name {name!r} may only contain {NAME_CHARACTERS}."
+        if len(name) > 128:
+            return "The model name is longer than 128 characters."
+        return None
 
     def placeholders(self) -> list[str]:
         """What still holds a placeholder: fill these in before sharing the model."""
