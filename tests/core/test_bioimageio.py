@@ -208,3 +208,31 @@ def test_multiclass_own_architecture_round_trip(tmp_path):
         ref = run_to_end(predict_channels(bundle, IMAGE, None, None, class_probability_head, 3))
         got = run_to_end(predict_channels(imported, IMAGE, None, None, class_probability_head, 3))
         assert np.abs(got - ref).max() < 1e-4
+
+
+def test_training_provenance_reaches_the_package():
+    from napari_segloop.core.export.bioimageio_package import _training_details
+
+    bundle = tiny_bundle(depth=3)
+    bundle.settings.provenance = {"training": {"config": {"loss": "bce+dice", "lr": None, "batch_size": 8},
+                                               "learning_rate": 0.0005, "steps": 120}}
+    details = _training_details(bundle)
+    assert details["loss_function"] == "bce+dice" and details["training_batch_size"] == 8
+    assert details["initial_learning_rate"] == 0.0005 and "120 steps" in details["learning_rate_schedule"]
+    assert "percentile normalisation 1-99.8" in details["training_preprocessing"]
+
+
+def test_an_imported_state_dict_package_fine_tunes_and_saves_as_a_bundle(binary, tmp_path):
+    from napari_segloop.core.bundle import save_bundle
+    from napari_segloop.core.training import TrainConfig, TrainingPair, train
+
+    imported = load_model(binary[1])
+    image, labels = make_nuclei((96, 96), seed=8)
+    config = TrainConfig(mode="dense", max_steps=4, batch_size=2, crop=64, patience=0, device="cpu",
+                         threads=1, val_fraction=0.0)
+    result = run_to_end(train(imported, [TrainingPair(image, labels, "nuclei")], config))
+    assert result.steps == 4
+    before = dict(imported.model.state_dict())
+    assert any(not torch.equal(before[k], v) for k, v in result.bundle.model.state_dict().items())
+    saved = load_model(save_bundle(result.bundle, tmp_path / "tuned"))
+    assert type(saved.model).__name__ == "Unet"

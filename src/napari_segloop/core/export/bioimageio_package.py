@@ -181,6 +181,11 @@ def _training_details(bundle: ModelBundle) -> dict[str, Any]:
                             ("batch_size", "training_batch_size")):
             if config.get(key) is not None:
                 details[target] = config[key]
+    if "initial_learning_rate" not in details and training.get("learning_rate") is not None:
+        details["initial_learning_rate"] = training["learning_rate"]  # the trainer's own choice
+    if training.get("steps") is not None:
+        details["learning_rate_schedule"] = (f"{training['steps']} steps with warm-up and cosine decay "
+                                             "(segloop's trainer)")
     norm = bundle.settings.normalization
     details["training_preprocessing"] = (
         f"percentile normalisation {norm.low:g}-{norm.high:g} per image and channel"
