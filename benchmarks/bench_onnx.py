@@ -12,10 +12,15 @@ alternating the two, after warm-up; medians of ``--repeats`` rounds. It prints o
 and thread count and, last, one JSON object with ``onnx_over_torch`` (time ratio, below 1: ONNX is
 faster) and the largest probability difference.
 
+With ``--export-time`` it first times the export itself: segloop's exporter (whose CPU copy turns
+in-place activations out-of-place) against ``torch.onnx.export`` of a plain copy of the network
+(the in-place activations kept), same arguments, one after the other after a warm-up export.
+
 Run::
 
     HF_HUB_OFFLINE=1 python benchmarks/bench_onnx.py                 # 1 and 2 threads
     HF_HUB_OFFLINE=1 python benchmarks/bench_onnx.py --threads 4 --tile 512
+    HF_HUB_OFFLINE=1 python benchmarks/bench_onnx.py --export-time --threads 1 --repeats 1
 """
 
 from __future__ import annotations
@@ -51,6 +56,29 @@ def _time(run, tiles: torch.Tensor) -> float:
     return time.perf_counter() - start
 
 
+def _export_seconds(bundle, work: Path) -> dict[str, float]:
+    """Seconds to export ``bundle`` with segloop's exporter and with a plain copy (in-place kept)."""
+    import copy
+
+    from napari_segloop.core.export.onnx_weights import INPUT_NAME, OPSET, OUTPUT_NAME, export_onnx
+    from napari_segloop.core.export.shapes import dynamic_shapes, example_input
+
+    m = bundle.input_multiple
+    export_onnx(bundle.model, work / "warm.onnx", 1, m)  # the exporter's own first-call costs
+    start = time.perf_counter()
+    export_onnx(bundle.model, work / "segloop.onnx", 1, m)
+    segloop = time.perf_counter() - start
+    plain = copy.deepcopy(bundle.model).eval()
+    start = time.perf_counter()
+    program = torch.onnx.export(plain, (example_input(1, m),), None, dynamo=True, opset_version=OPSET,
+                                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                                dynamic_shapes=dynamic_shapes(m), external_data=False, verbose=False)
+    program.save(str(work / "plain.onnx"), external_data=False)
+    plain_s = time.perf_counter() - start
+    return {"segloop_export_s": round(segloop, 1), "plain_export_s": round(plain_s, 1),
+            "export_ratio": round(segloop / plain_s, 3)}
+
+
 def main(argv: list[str] | None = None) -> int:
     from napari_segloop.core.bundle import load_model
     from napari_segloop.core.export.onnx_weights import OnnxNetwork, export_onnx
@@ -61,12 +89,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tiles", type=int, default=8)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--export-time", action="store_true",
+                   help="also time the default model's export against a plain torch.onnx.export")
     args = p.parse_args(argv)
     tiles = _tiles(args.tiles, args.tile)
     models = {"default (Unet tu-lcnet_075)": load_model("default"),
               "Unet resnet34 (untrained)": create_model("Unet", "resnet34", 1, 1)}
     results = []
+    export = None
     with tempfile.TemporaryDirectory() as work:
+        if args.export_time:
+            export = _export_seconds(models["default (Unet tu-lcnet_075)"], Path(work))
+            print(f"default model ONNX export: segloop {export['segloop_export_s']} s, plain copy "
+                  f"{export['plain_export_s']} s, time ratio {export['export_ratio']:.2f}", flush=True)
         for name, bundle in models.items():
             model = bundle.model.eval()
             path = export_onnx(model, Path(work) / "m.onnx", 1, bundle.input_multiple)
@@ -91,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name}, {threads} thread(s), {args.tile} px tiles: torch {mp / mt:.2f} Mpx/s, "
                       f"onnxruntime {mp / mo:.2f} Mpx/s, time ratio onnx/torch {mo / mt:.2f}, "
                       f"probability gap {gap:.1e}", flush=True)
-    print(json.dumps({"torch": torch.__version__, "results": results}))
+    print(json.dumps({"torch": torch.__version__, "export": export, "results": results}))
     return 0
 
 

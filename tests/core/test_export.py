@@ -19,7 +19,7 @@ from napari_segloop.core.export.torch_weights import (
     load_torchscript,
 )
 from napari_segloop.core.models.registry import create_model, probabilities, trainable_reason
-from tests.core.conftest import tiny_bundle
+from tests.core.tiny_models import tiny_bundle
 
 
 def _small(multiple: int) -> list[tuple[int, ...]]:
@@ -42,9 +42,12 @@ def _gap(reference, runner, shape) -> float:
 def onnx_file(tiny, tmp_path_factory):
     """The tiny model exported once (the exporter takes seconds even for tiny networks)."""
     before = {k: v.clone() for k, v in tiny.model.state_dict().items()}
+    inplace = [m for m in tiny.model.modules() if getattr(m, "inplace", None) is True]
+    assert inplace, "the tiny network has in-place activations (the exporter's copy turns them off)"
     tiny.model.train()
     path = export_onnx(tiny.model, tmp_path_factory.mktemp("onnx") / "m.onnx", 1, tiny.input_multiple)
     assert tiny.model.training, "the user's model was switched to eval mode"
+    assert all(m.inplace for m in inplace), "the user's activations were changed"
     tiny.model.eval()
     assert all(torch.equal(before[k], v) for k, v in tiny.model.state_dict().items())
     return path

@@ -15,8 +15,18 @@ from napari_segloop.core.text import printable
 
 
 def cpu_copy(model: torch.nn.Module) -> torch.nn.Module:
-    """A float32 CPU copy in eval mode: exporting never changes the user's network (or its mode)."""
-    return copy.deepcopy(model).to("cpu", torch.float32).eval()
+    """A float32 CPU copy in eval mode: exporting never changes the user's network (or its mode).
+
+    In-place activations (``nn.ReLU(inplace=True)``, timm's ``nn.Hardswish(inplace=True)``) are
+    made out-of-place in the copy. The outputs and the exported graph are the same, but
+    ``torch.export`` functionalises every in-place op under symbolic shapes, which made the
+    default model's ONNX export 1.7x slower (``benchmarks/bench_onnx.py`` measures both).
+    """
+    copied = copy.deepcopy(model).to("cpu", torch.float32).eval()
+    for module in copied.modules():
+        if isinstance(getattr(module, "inplace", None), bool):
+            module.inplace = False
+    return copied
 
 
 @contextlib.contextmanager
