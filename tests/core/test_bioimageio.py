@@ -19,7 +19,7 @@ from napari_segloop.core.inference.predict import predict_array
 from napari_segloop.core.masks import PostProcess
 from napari_segloop.core.models.registry import create_model
 from napari_segloop.core.synthetic import make_nuclei
-from tests.core.conftest import tiny_bundle
+from tests.core.tiny_models import tiny_bundle
 
 IMAGE = make_nuclei((96, 136), seed=5)[0]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import identity_bundle, tiny_bundle
 
 from napari_segloop.core.bundle.settings import Normalization
 from napari_segloop.core.errors import InputError
@@ -14,6 +13,7 @@ from napari_segloop.core.inference.blocks import ArrayWriter, Layout, plan_block
 from napari_segloop.core.inference.ensemble import Ensemble
 from napari_segloop.core.inference.predict import PredictOptions, predict
 from napari_segloop.core.io.lazy import LazyImage
+from tests.core.tiny_models import identity_bundle, tiny_bundle
 
 OPTS = PredictOptions(device="cpu", tile_size=64)
 

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
-from conftest import tiny_bundle
 
 from napari_segloop.core.events import Progress, run_to_end
 from napari_segloop.core.inference import cluster
 from napari_segloop.core.inference.chunked_files import plan_zarr_job, run_zarr_job
 from napari_segloop.core.inference.files import predict_file
 from napari_segloop.core.inference.predict import PredictOptions
+from tests.core.tiny_models import tiny_bundle
 
 OPTS = PredictOptions(device="cpu", tile_size=64)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_bundle
 
 from napari_segloop.core.errors import InputError
 from napari_segloop.core.events import Progress, run_to_end
@@ -14,6 +13,7 @@ from napari_segloop.core.inference.files import predict_file
 from napari_segloop.core.inference.predict import PredictOptions, predict
 from napari_segloop.core.io.images import read_image, write_image
 from napari_segloop.core.models.registry import create_model
+from tests.core.tiny_models import tiny_bundle
 
 OPTS = PredictOptions(device="cpu", tile_size=64)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_DECODER
 
 from napari_segloop.core.bundle import load_bundle, save_bundle
 from napari_segloop.core.errors import InputError
@@ -29,6 +28,7 @@ from napari_segloop.core.synthetic import (
 from napari_segloop.core.training import TrainConfig, TrainingPair, train
 from napari_segloop.core.training.annotations import check_labels, is_annotated, plane_target
 from napari_segloop.core.training.losses import multiclass_weights, training_loss
+from tests.core.tiny_models import TINY_DECODER
 
 FAST = {"batch_size": 4, "crop": 64, "val_every": 10, "device": "cpu", "threads": 1,
         "preview_seconds": 0.0, "refresh_seconds": 0.0}

@@ -8,7 +8,6 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_bundle
 
 from napari_segloop.core.bundle import load_bundle, save_bundle
 from napari_segloop.core.errors import BundleExistsError, InputError, ModelLoadError
@@ -24,6 +23,7 @@ from napari_segloop.core.training.runs import (
     save_run,
     train_to_folder,
 )
+from tests.core.tiny_models import tiny_bundle
 
 
 @pytest.fixture(scope="module")
