@@ -182,3 +182,21 @@ def test_a_map_predicted_block_by_block_is_scored_again_when_it_is_done(docks, t
     ref = evaluate(prob, truth, tdock.threshold, objects=False).pixel
     assert tdock.engine.whole_curve.metrics(tdock.threshold) == ref  # the curve of the finished map
     assert cdock.table.text("tp", 0) == f"{ref.tp:,}"
+
+
+def test_correcting_the_mask_of_a_map_larger_than_memory_is_refused(large_docks, notifications):
+    """A correction layer is an in-memory copy of the mask: of a lazy pyramid it is refused, not read."""
+    from napari.utils._proxies import PublicOnlyProxy
+
+    from napari_segloop.widgets.finetune_dock import FinetuneDock
+
+    viewer, tdock, *_ = large_docks
+    tdock.refresh_mask()
+    image = viewer.add_image(da.zeros((300, 380), np.float32, chunks=64), name="slide")
+    mask = tdock.mask_layer()
+    assert mask.multiscale
+    fdock = FinetuneDock(PublicOnlyProxy(viewer))
+    before = [(layer.name, layer.visible) for layer in viewer.layers]
+    assert fdock.correction_layer(image) is None
+    assert [(layer.name, layer.visible) for layer in viewer.layers] == before
+    assert any("larger than memory" in n.message and "scribbles" in n.message for n in notifications())

@@ -187,3 +187,21 @@ def test_a_model_set_during_a_training_job_refreshes_when_the_job_ends(setup, qt
     qtbot.waitUntil(lambda: dock.worker is None and not session.busy, timeout=60_000)
     expected = run_to_end(uncertainty(trained, img)).uncertainty
     np.testing.assert_allclose(_layer(viewer, "uncertainty").data, expected, atol=1e-6)
+
+
+def test_an_image_larger_than_memory_is_refused_but_one_plane_of_it_is_computed(setup, qtbot, monkeypatch,
+                                                                                notifications):
+    import dask.array as da
+
+    from napari_segloop.widgets import large_layers
+
+    monkeypatch.setattr(large_layers, "LARGE_BYTES", 50_000)  # 3 x 96 x 128 float32 is 147 kB
+    img = np.stack([make_nuclei((96, 128), seed=s)[0] for s in range(3)]).astype(np.float32)
+    viewer, dock, session, layer = setup(da.from_array(img, chunks=(1, 64, 64)))
+    before = [lyr.name for lyr in viewer.layers]
+    assert not dock.compute()
+    assert not session.busy and [lyr.name for lyr in viewer.layers] == before
+    assert any("larger than memory" in n.message for n in notifications())
+    dock.slice_check.setChecked(True)  # one plane of 49 kB fits
+    _compute(dock, session, qtbot)
+    assert _layer(viewer, "uncertainty") is not None

@@ -148,6 +148,25 @@ def add_scribble_layer(viewer: Any, image: Any, model_channels: int,
     return layer
 
 
+def _refuse_lazy(mask: Any) -> bool:
+    """Tell the user, and return True, when ``mask`` is the lazy mask of a map larger than memory.
+
+    A correction layer is an in-memory copy of the mask (napari paints into it, and the
+    trainer compares it with the original); reading a lazy pyramid whole would stall napari
+    or exhaust its memory.
+    """
+    from napari.utils.notifications import show_error
+
+    from napari_segloop.widgets.large_layers import is_large
+
+    if not (getattr(mask, "multiscale", False) or is_large(mask)):
+        return False
+    show_error(f"'{mask.name}' is the mask of a map larger than memory, and corrections are "
+               "painted on a copy of it in memory. Paint scribbles instead (New scribble layer), "
+               "or predict and correct a crop of the image.")
+    return True
+
+
 class FinetuneDock(QWidget):
     """Fine-tune the session's model on painted labels, in the background.
 
@@ -383,6 +402,8 @@ class FinetuneDock(QWidget):
                 show_error(f"There is no '{image.name} classes' yet: predict with the model of "
                            f"{len(names)} classes first, or paint scribbles.")
                 return None
+            if _refuse_lazy(mask):
+                return None
             reference = np.array(mask.data, copy=True)
             extra = {"colormap": class_map_colormap(len(names))}
             legend = ", ".join(f"{c} = {n}" for c, n in enumerate(names))
@@ -393,6 +414,8 @@ class FinetuneDock(QWidget):
             if mask is None:
                 show_error(f"There is no '{image.name} mask' yet: predict and threshold first, or "
                            "paint scribbles.")
+                return None
+            if _refuse_lazy(mask):
                 return None
             reference = (np.asarray(mask.data) != 0).astype(np.uint8)
             extra = {}

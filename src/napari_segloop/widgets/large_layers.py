@@ -35,7 +35,7 @@ from napari_segloop.core.inference.threads import apply_threads
 from napari_segloop.core.io.lazy import LazyImage, as_lazy
 from napari_segloop.core.io.omezarr import ZarrOutput, open_output
 
-__all__ = ["LARGE_BYTES", "LargeResult", "LiveLayer", "LiveOutput", "is_large", "large_job", "levels",
+__all__ = ["LARGE_BYTES", "LargeResult", "LiveLayer", "LiveOutput", "is_large", "is_large_array", "large_job", "levels",
            "open_live_output", "visible_region"]
 
 #: Layers backed by dask or zarr with more raw bytes than this, or more pixels than
@@ -57,7 +57,11 @@ _SCRATCH: list[tempfile.TemporaryDirectory] = []
 def is_large(layer: Any) -> bool:
     """True for a lazy (dask, zarr, multiscale) image layer of more than :data:`LARGE_BYTES` or
     :data:`LARGE_PIXELS`."""
-    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+    return is_large_array(layer.data[0] if getattr(layer, "multiscale", False) else layer.data)
+
+
+def is_large_array(data: Any) -> bool:
+    """True for a lazy array (not a numpy array) of more than :data:`LARGE_BYTES` or :data:`LARGE_PIXELS`."""
     if isinstance(data, np.ndarray):
         return False
     pixels = int(np.prod(tuple(int(s) for s in data.shape), dtype=np.int64))

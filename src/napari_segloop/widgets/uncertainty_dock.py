@@ -42,6 +42,7 @@ from qtpy.QtWidgets import (
 from napari_segloop.core.errors import SegloopError
 from napari_segloop.core.events import Notice, Progress
 from napari_segloop.widgets import layer_io
+from napari_segloop.widgets.large_layers import is_large_array
 from napari_segloop.widgets.finetune_dock import SCRIBBLE_ROLE, add_scribble_layer
 from napari_segloop.widgets.jobs import (
     JobFailed,
@@ -213,6 +214,12 @@ class UncertaintyDock(QWidget):
         except SegloopError as exc:
             show_error(f"{image.name}: {exc}")
             self.status.setText(str(exc))
+            return False
+        if is_large_array(inp.data):
+            text = ("The uncertainty map is computed in memory, and this image is larger than memory: "
+                    "open a crop of it (or, for a stack, check 'only the slice in view').")
+            show_error(f"{image.name}: {text}")
+            self.status.setText(text)
             return False
         labels = self._labels_layer()
         labels_data = None
