@@ -42,7 +42,6 @@ from qtpy.QtWidgets import (
 from napari_segloop.core.errors import SegloopError
 from napari_segloop.core.events import Notice, Progress
 from napari_segloop.widgets import layer_io
-from napari_segloop.widgets.large_layers import is_large_array
 from napari_segloop.widgets.finetune_dock import SCRIBBLE_ROLE, add_scribble_layer
 from napari_segloop.widgets.jobs import (
     JobFailed,
@@ -52,6 +51,7 @@ from napari_segloop.widgets.jobs import (
     read_and_load,
     show_progress,
 )
+from napari_segloop.widgets.large_layers import is_large_array
 from napari_segloop.widgets.outputs import _add_keeping_selection, ensure_image, find_output, role_of
 from napari_segloop.widgets.pickers import LayerChoice, is_labels, is_user_image
 from napari_segloop.widgets.session import METADATA_KEY, camera_of, session_for, unwrap
