@@ -197,7 +197,7 @@ def test_an_image_larger_than_memory_is_refused_but_one_plane_of_it_is_computed(
 
     monkeypatch.setattr(large_layers, "LARGE_BYTES", 50_000)  # 3 x 96 x 128 float32 is 147 kB
     img = np.stack([make_nuclei((96, 128), seed=s)[0] for s in range(3)]).astype(np.float32)
-    viewer, dock, session, layer = setup(da.from_array(img, chunks=(1, 64, 64)))
+    viewer, dock, session, _ = setup(da.from_array(img, chunks=(1, 64, 64)))
     before = [lyr.name for lyr in viewer.layers]
     assert not dock.compute()
     assert not session.busy and [lyr.name for lyr in viewer.layers] == before

@@ -35,8 +35,8 @@ from napari_segloop.core.inference.threads import apply_threads
 from napari_segloop.core.io.lazy import LazyImage, as_lazy
 from napari_segloop.core.io.omezarr import ZarrOutput, open_output
 
-__all__ = ["LARGE_BYTES", "LargeResult", "LiveLayer", "LiveOutput", "is_large", "is_large_array", "large_job", "levels",
-           "open_live_output", "visible_region"]
+__all__ = ["LARGE_BYTES", "LargeResult", "LiveLayer", "LiveOutput", "is_large", "is_large_array", "large_job",
+           "levels", "open_live_output", "visible_region"]
 
 #: Layers backed by dask or zarr with more raw bytes than this, or more pixels than
 #: :data:`LARGE_PIXELS`, are predicted block by block (their float32 map alone would take 256 MB).
