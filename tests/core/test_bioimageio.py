@@ -145,6 +145,9 @@ def _arch_from_file(rdf):
     (lambda rdf: rdf["inputs"][0]["preprocessing"].insert(1, {"id": "zero_mean_unit_variance",
                                                              "kwargs": {"axes": ["y", "x"]}}),
      "zero_mean_unit_variance"),
+    (lambda rdf: rdf["inputs"][0]["preprocessing"].__setitem__(
+        slice(1, None), [{"id": "zero_mean_unit_variance", "kwargs": {"axes": ["x"]}}]),
+     "zero_mean_unit_variance over x is not per image"),
     (lambda rdf: rdf["outputs"][0]["postprocessing"].insert(1, {"id": "binarize",
                                                                "kwargs": {"threshold": 0.5}}),
      "binarize"),
@@ -176,6 +179,34 @@ def test_folder_packages_and_missing_files(binary, tmp_path):
     (folder / "weights.onnx").unlink()
     with pytest.raises(ModelLoadError):
         load_model(folder)
+
+
+def test_zscore_normalisation_travels_both_ways(tmp_path):
+    """Per-image z-scores export as zero_mean_unit_variance (bioimage.io's model test reproduces
+    segloop's output with it) and a package with that step imports as the same normalisation."""
+    from napari_segloop.core.bundle import BundleSettings, Normalization
+    from napari_segloop.core.bundle import create_model as create_bundle
+
+    torch.manual_seed(0)
+    settings = BundleSettings(channel_names=["gray"], tile_size=64,
+                              normalization=Normalization(kind="zscore", eps=1e-5))
+    bundle = create_bundle("ClassicUNet", "plain", 1, 1, settings=settings, base_channels=4,
+                           encoder_depth=2)
+    out = tmp_path / "z.zip"
+    result = run_to_end(export_model(bundle, "bioimageio", out))
+    assert result.test.startswith("passed")
+    with zipfile.ZipFile(out) as z:
+        rdf = yaml.safe_load(z.read("rdf.yaml"))
+    pre = rdf["inputs"][0]["preprocessing"]
+    assert [step["id"] for step in pre][:2] == ["ensure_dtype", "zero_mean_unit_variance"]
+    kwargs = pre[1]["kwargs"]  # PyYAML reads "1e-05" (no dot) back as a string
+    assert kwargs["axes"] == ["y", "x"] and float(kwargs["eps"]) == 1e-5
+    plain = _rewrite(out, tmp_path / "plain.zip", lambda rdf: rdf["config"].pop("segloop"))
+    imported = load_model(plain)
+    norm = imported.settings.normalization
+    assert (norm.kind, norm.eps) == ("zscore", 1e-5)
+    ref = predict_array(bundle, IMAGE, device="cpu", tile_size=256, overlap=imported.settings.overlap)
+    assert np.abs(predict_array(imported, IMAGE, device="cpu") - ref).max() < 1e-6
 
 
 def test_probabilities_as_logits_gives_the_probabilities_back():

@@ -90,6 +90,14 @@ def test_save_refuses_other_dtypes(bundle, tmp_path):
         save_bundle(bundle, tmp_path / "m", dtype="int8")
 
 
+def test_zscore_normalisation_round_trips_and_is_described(tmp_path, make_bundle):
+    b = make_bundle(normalization=Normalization(kind="zscore", eps=1e-4))
+    save_bundle(b, tmp_path / "m")
+    got = load_bundle(tmp_path / "m")
+    assert (got.settings.normalization.kind, got.settings.normalization.eps) == ("zscore", 1e-4)
+    assert "zero mean, unit variance" in got.describe()["normalization"]
+
+
 def test_settings_round_trip(tmp_path, make_bundle):
     settings = dict(
         normalization=Normalization(kind="fixed", mean=[0.2], std=[0.3]),
@@ -253,7 +261,8 @@ def test_corrupt_json(copy_of_saved, name, content):
 @pytest.mark.parametrize(
     ("key", "value"),
     [("tile_size", "big"), ("tile_size", 100), ("overlap", 2), ("threshold", None),
-     ("normalization", "percentile"), ("normalization", {"kind": "zscore"}), ("channel_names", 3),
+     ("normalization", "percentile"), ("normalization", {"kind": "minmax"}),
+     ("normalization", {"kind": "zscore", "eps": 0}), ("channel_names", 3),
      ("postprocess", {"min_size": "x"}), ("format_version", "one"), ("provenance", "me")],
 )
 def test_settings_with_wrong_values_are_a_model_load_error(copy_of_saved, key, value):

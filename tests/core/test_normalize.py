@@ -231,6 +231,20 @@ def test_fixed_normalisation_uses_mean_and_std_per_channel():
     assert warnings == []
 
 
+def test_zscore_normalisation_uses_each_images_mean_and_std_per_channel():
+    rng = np.random.default_rng(3)
+    img = np.stack([rng.normal(100.0, 20.0, (40, 50)), rng.gamma(2.0, 5.0, (40, 50))])
+    norm = Normalization(kind="zscore", eps=1e-3)
+    out, warnings = normalize_slice(img, norm)
+    _check(out)
+    for c in range(2):  # bioimage.io's zero_mean_unit_variance over y and x
+        expected = (img[c] - img[c].mean()) / (img[c].std() + 1e-3)
+        np.testing.assert_allclose(out[c], expected, rtol=1e-5, atol=1e-5)
+    assert warnings == []
+    # Another image gets its own statistics: a brighter copy normalises to the same values.
+    np.testing.assert_allclose(normalize_slice(img * 3.0 + 7.0, norm)[0], out, atol=1e-3)
+
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 @pytest.mark.parametrize(
     "norm", [PCT, Normalization(kind="fixed", mean=[0.0], std=[1.0])], ids=["pct", "fixed"]

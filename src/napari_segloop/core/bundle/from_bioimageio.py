@@ -14,8 +14,11 @@ What is honoured, and what is refused with one line:
   (optional), ``y``, ``x``.
 * **Pre-processing.** ``ensure_dtype``; ``scale_range`` over y and x (per
   sample and channel), optionally followed by ``clip`` (segloop's percentile
-  normalisation); ``fixed_zero_mean_unit_variance`` (its fixed one). Anything
-  else (``zero_mean_unit_variance``, ``scale_linear``, ...) is refused by name.
+  normalisation); ``zero_mean_unit_variance`` over y and x (its ``zscore``);
+  ``fixed_zero_mean_unit_variance`` (its fixed one). With one input channel,
+  steps over all axes are per image and channel too. Anything else
+  (``scale_linear``, a ``reference_tensor``, statistics over the channels of
+  a multi-channel image, ...) is refused by name.
 * **Post-processing.** ``sigmoid`` (one channel) or ``softmax`` over the
   channels: the network computes logits, as segloop's do. With none, the
   network already outputs probabilities and is wrapped so that segloop's
@@ -134,7 +137,26 @@ def _axes(tensor: Any, what: str, path: Path) -> list[str]:
     return axes
 
 
-def _normalization(steps: list[Any], path: Path) -> Normalization:
+def _per_image(kind: str, kw: Any, channels: int, path: Path) -> None:
+    """Refuse a normalisation step whose statistics are not those of one image and channel.
+
+    segloop computes them over y and x (and z) of each image, per channel. The batch axis may
+    be reduced too (segloop's images are one sample each), and so may the channel axis, or all
+    axes (``axes`` left out), of a one-channel input.
+    """
+    if getattr(kw, "reference_tensor", None) is not None:
+        raise ModelLoadError(f"{printable(path)}: {kind} uses the statistics of another tensor; segloop "
+                             "normalises each image with its own.")
+    axes = None if kw.axes is None else {str(a) for a in kw.axes}
+    joint = {"x", "y", "z", "batch"} | ({"channel"} if channels == 1 else set())
+    if (channels == 1) if axes is None else ({"x", "y"} <= axes <= joint):
+        return
+    over = ", ".join(sorted(axes)) if axes else "all axes"
+    raise ModelLoadError(f"{printable(path)}: {kind} over {over} is not per image and channel, "
+                         "which is what segloop does.")
+
+
+def _normalization(steps: list[Any], path: Path, channels: int) -> Normalization:
     """segloop's normalisation for a package's pre-processing (refused by name where there is none)."""
     norm: Normalization | None = None
     clip: tuple[float, float] | None = None
@@ -144,12 +166,13 @@ def _normalization(steps: list[Any], path: Path) -> Normalization:
         if kind == "ensure_dtype":
             continue
         if kind == "scale_range" and norm is None:
-            axes = {str(a) for a in (kw.axes or ())}
-            if kw.reference_tensor is not None or not {"x", "y"} <= axes or axes - {"x", "y", "z"}:
-                raise ModelLoadError(f"{printable(path)}: scale_range over {sorted(axes) or 'all axes'} "
-                                     "is not per image and channel, which is what segloop does.")
+            _per_image(kind, kw, channels, path)
             norm = Normalization(kind="percentile", low=float(kw.min_percentile),
                                  high=float(kw.max_percentile), clip=False)
+            continue
+        if kind == "zero_mean_unit_variance" and norm is None:
+            _per_image(kind, kw, channels, path)
+            norm = Normalization(kind="zscore", eps=float(kw.eps))
             continue
         if kind == "clip" and norm is not None and norm.kind == "percentile" and clip is None \
                 and kw.min is not None and kw.max is not None:
@@ -163,7 +186,8 @@ def _normalization(steps: list[Any], path: Path) -> Normalization:
             continue
         raise ModelLoadError(
             f"{printable(path)}: the pre-processing step {kind!r} is not one segloop can honour "
-            "(it honours scale_range per image, clip after it, fixed_zero_mean_unit_variance)."
+            "(it honours scale_range per image, clip after it, zero_mean_unit_variance per image, "
+            "fixed_zero_mean_unit_variance)."
         )
     if norm is None:
         return Normalization(kind="fixed", mean=[0.0], std=[1.0])
@@ -321,7 +345,7 @@ def load_bioimageio(path: str | os.PathLike, weights: str = "auto", *,
     classes = next((len(a.channel_names) for a in out.axes if a.type == "channel"), 1)
     if in_axes.index("y") > in_axes.index("x"):
         raise ModelLoadError(f"{printable(p)}: its axes are x before y; segloop runs y, x models.")
-    normalization = _normalization(list(inp.preprocessing), p)
+    normalization = _normalization(list(inp.preprocessing), p, in_channels)
     if normalization.kind == "fixed" and len(normalization.mean or []) not in (1, in_channels):
         raise ModelLoadError(f"{printable(p)}: fixed normalisation has {len(normalization.mean or [])} "
                              f"means for {in_channels} channels.")

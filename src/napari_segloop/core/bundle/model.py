@@ -94,6 +94,8 @@ class ModelBundle:
         norm = s.normalization
         if norm.kind == "percentile":
             norm_text = f"percentile {norm.low:g}-{norm.high:g} per channel"
+        elif norm.kind == "zscore":
+            norm_text = "zero mean, unit variance per image and channel"
         else:
             norm_text = f"fixed mean {norm.mean} std {norm.std}"
         if s.object_size:

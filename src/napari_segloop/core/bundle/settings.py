@@ -40,18 +40,23 @@ class Normalization:
 
     Parameters
     ----------
-    kind : {"percentile", "fixed"}
+    kind : {"percentile", "fixed", "zscore"}
         ``percentile`` maps the ``low`` and ``high`` percentiles of each image
-        (per channel) to 0 and 1; ``fixed`` computes ``(x - mean) / std``.
+        (per channel) to 0 and 1; ``fixed`` computes ``(x - mean) / std``;
+        ``zscore`` computes ``(x - m) / (s + eps)`` with the mean ``m`` and
+        standard deviation ``s`` of each image (per channel), bioimage.io's
+        ``zero_mean_unit_variance``.
     low, high : float
         Percentiles for ``kind="percentile"``.
     mean, std : list of float
         Per-channel statistics for ``kind="fixed"``.
     clip : bool
         Clip percentile-normalised values to ``[clip_min, clip_max]``.
+    eps : float
+        Added to the standard deviation for ``kind="zscore"``.
     """
 
-    kind: Literal["percentile", "fixed"] = "percentile"
+    kind: Literal["percentile", "fixed", "zscore"] = "percentile"
     low: float = 1.0
     high: float = 99.8
     mean: list[float] | None = None
@@ -59,6 +64,7 @@ class Normalization:
     clip: bool = True
     clip_min: float = -0.5
     clip_max: float = 1.5
+    eps: float = 1e-6
 
 
 
@@ -176,8 +182,9 @@ class BundleSettings:
         if not isinstance(self.provenance, dict):
             problems.append("provenance must be a JSON object")
         norm = self.normalization
-        if norm.kind not in ("percentile", "fixed"):
+        if norm.kind not in ("percentile", "fixed", "zscore"):
             problems.append(f"normalization kind {printable(repr(norm.kind), 40)} is unknown")
+        num.real("normalization eps", norm.eps, 0, 1, above_low=True)
         low = num.real("normalization low", norm.low, 0, 100)
         high = num.real("normalization high", norm.high, 0, 100)
         if low is not None and high is not None and not low < high:

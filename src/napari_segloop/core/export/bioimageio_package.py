@@ -10,8 +10,9 @@ The package (a ``.zip``) holds:
   converted from the state dict;
 * the pre-processing the bundle really uses: ``ensure_dtype`` float32, then
   percentile ``scale_range`` per sample and channel over y and x with the
-  bundle's percentiles, then ``clip`` (or ``fixed_zero_mean_unit_variance``
-  for fixed statistics), and the post-processing: ``sigmoid`` (one output
+  bundle's percentiles, then ``clip`` (or ``zero_mean_unit_variance`` over y
+  and x for per-image z-scores, or ``fixed_zero_mean_unit_variance`` for
+  fixed statistics), and the post-processing: ``sigmoid`` (one output
   channel) or ``softmax`` over the channels (several);
 * axes ``batch, channel, y, x`` with sides ``min + n * step`` (the step is
   the input multiple), an output halo of half the tiler's overlap, and the
@@ -187,9 +188,10 @@ def _training_details(bundle: ModelBundle) -> dict[str, Any]:
         details["learning_rate_schedule"] = (f"{training['steps']} steps with warm-up and cosine decay "
                                              "(segloop's trainer)")
     norm = bundle.settings.normalization
-    details["training_preprocessing"] = (
-        f"percentile normalisation {norm.low:g}-{norm.high:g} per image and channel"
-        if norm.kind == "percentile" else "fixed mean/std normalisation")
+    details["training_preprocessing"] = {
+        "percentile": f"percentile normalisation {norm.low:g}-{norm.high:g} per image and channel",
+        "zscore": "zero mean, unit variance per image and channel",
+    }.get(norm.kind, "fixed mean/std normalisation")
     return details
 
 
@@ -373,6 +375,9 @@ def _description(bundle: ModelBundle, meta: ExportMeta, work: Path, import_from:
         if norm.clip:
             pre.append(bio.ClipDescr(kwargs=bio.ClipKwargs(min=float(norm.clip_min),
                                                            max=float(norm.clip_max))))
+    elif norm.kind == "zscore":
+        pre.append(bio.ZeroMeanUnitVarianceDescr(kwargs=bio.ZeroMeanUnitVarianceKwargs(
+            axes=[bio.AxisId("y"), bio.AxisId("x")], eps=float(norm.eps))))
     else:
         n = bundle.in_channels
         means = [float((norm.mean or [0.0])[min(c, len(norm.mean or [0.0]) - 1)]) for c in range(n)]

@@ -429,6 +429,10 @@ def compute_stats(chw: np.ndarray, norm: Normalization) -> NormStats:
             offset[c] = float(means[min(c, len(means) - 1)])
             scale[c] = float(stds[min(c, len(stds) - 1)])
             lo = float(np.percentile(sample, norm.low)) if n_bad else offset[c]
+        elif norm.kind == "zscore":
+            values = sample.astype(np.float64)
+            offset[c], scale[c] = float(values.mean()), float(values.std()) + float(norm.eps)
+            lo = offset[c]  # NaN/Inf pixels become the mean (0 after normalisation)
         else:
             lo, hi = (float(v) for v in np.percentile(sample, [norm.low, norm.high]))
             span = hi - lo
