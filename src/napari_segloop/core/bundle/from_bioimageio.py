@@ -149,7 +149,10 @@ def _per_image(kind: str, kw: Any, channels: int, path: Path) -> None:
                              "normalises each image with its own.")
     axes = None if kw.axes is None else {str(a) for a in kw.axes}
     joint = {"x", "y", "z", "batch"} | ({"channel"} if channels == 1 else set())
-    if (channels == 1) if axes is None else ({"x", "y"} <= axes <= joint):
+    if axes is None:  # all axes: per image and channel only when there is one channel
+        if channels == 1:
+            return
+    elif {"x", "y"} <= axes <= joint:
         return
     over = ", ".join(sorted(axes)) if axes else "all axes"
     raise ModelLoadError(f"{printable(path)}: {kind} over {over} is not per image and channel, "
