@@ -70,20 +70,52 @@ def test_a_bad_file_is_reported_and_the_others_are_written(tmp_path, client, bun
 
 def test_the_model_is_sent_once_per_worker_not_once_per_task(tmp_path, client, bundle, monkeypatch):
     # Every task reports its process and the identity of the model object it got: tasks on one
-    # worker get one and the same object (deserialised once), not a copy each.
+    # worker get one and the same object (deserialised once), not a copy each. dask's memory
+    # manager runs after every finished task (it drops copies of data it thinks superfluous, as
+    # it did to a scattered model on a busy machine); the model must survive it.
     def report(model, s, d, options, threshold, dims, threads):
         import os
+        import time
 
+        time.sleep(0.1)
         return cluster.FileOutcome(s, d, (f"{os.getpid()}:{id(model)}",), None, "")
 
     monkeypatch.setattr(cluster, "_file_task", report)
-    pairs = [(tmp_path / f"in{k}.tif", tmp_path / f"out{k}.tif") for k in range(12)]
-    outcomes = run_to_end(cluster.predict_files_on(client, bundle, pairs, OPTS))
+    pairs = [(tmp_path / f"in{k}.tif", tmp_path / f"out{k}.tif") for k in range(16)]
+
+    def memory_manager(event):
+        if isinstance(event, Progress):
+            client.amm.run_once()
+
+    outcomes = run_to_end(cluster.predict_files_on(client, bundle, pairs, OPTS), memory_manager)
     by_pid: dict[str, set[str]] = {}
     for o in outcomes:
         pid, model_id = o.notices[0].split(":")
         by_pid.setdefault(pid, set()).add(model_id)
-    assert len(outcomes) == 12 and all(len(ids) == 1 for ids in by_pid.values())
+    assert len(outcomes) == 16 and all(len(ids) == 1 for ids in by_pid.values()), by_pid
+
+
+def test_the_model_stays_on_every_worker_through_the_memory_manager(client, bundle):
+    # A scattered copy is data that dask's memory manager may drop between tasks (and the worker
+    # then fetches and deserialises the model again); the model must stay one object per worker
+    # until the run ends, and be freed then.
+    from napari_segloop.core.inference.cluster_model import model_on_workers, with_model
+
+    def where(model):
+        import os
+
+        return f"{os.getpid()}:{id(model)}"
+
+    workers = sorted(client.scheduler_info()["workers"])
+    rounds = []
+    with model_on_workers(client, bundle) as name:
+        for _ in range(3):
+            client.amm.run_once()
+            rounds.append([client.submit(with_model, where, name, workers=[w], pure=False).result()
+                           for w in workers])
+    assert len(set(rounds[0])) == len(workers) == 2
+    assert rounds[0] == rounds[1] == rounds[2]
+    assert not any(client.run(lambda dask_worker: name in dask_worker.plugins).values())
 
 
 def test_the_blocks_of_a_large_image_on_the_cluster_equal_one_process(tmp_path, client, bundle):

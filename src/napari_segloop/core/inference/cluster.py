@@ -5,9 +5,11 @@ N``) or joins a running scheduler (``--dask-scheduler ADDRESS``: dask-jobqueue o
 SLURM/PBS, dask-kubernetes, ``dask scheduler`` by hand), and the work is
 submitted as ordinary dask futures.
 
-* The model goes to every worker once, with ``Client.scatter(...,
-  broadcast=True)``: each worker deserialises it once and keeps it in memory
-  for all its tasks (tasks get a reference, not a copy).
+* The model goes to every worker once, as a worker plugin
+  (:mod:`~napari_segloop.core.inference.cluster_model`): each worker
+  deserialises it once and keeps it for all its tasks (tasks get a reference,
+  not a copy), workers that join or restart later get it too, and dask's
+  memory manager cannot drop it between tasks as it drops scattered copies.
 * Each worker uses one device: with several GPUs, worker ``k`` of a local
   cluster takes ``cuda:k mod n`` (:func:`worker_device`), so two workers do
   not share a GPU while another idles.
@@ -161,7 +163,7 @@ class FileOutcome:
 
 def _file_task(model: Any, src: Path, dst: Path, options: Any, threshold: Any,
                object_dims: int | None, threads: int | str | None) -> FileOutcome:
-    """One file on a worker (the model is the worker's scattered copy)."""
+    """One file on a worker (the model is the worker's own copy, see :func:`predict_files_on`)."""
     from distributed import get_worker
 
     from napari_segloop.core.events import run_to_end
@@ -202,19 +204,22 @@ def predict_files_on(
     """
     from distributed import as_completed
 
-    shared = client.scatter(model, broadcast=True, hash=False)
-    futures = [client.submit(_file_task, shared, Path(s), Path(d), options, threshold, object_dims, threads,
-                             key=f"segloop-file-{k}-{Path(s).name}", retries=RETRIES, pure=False)
-               for k, (s, d) in enumerate(pairs)]
+    from napari_segloop.core.inference.cluster_model import model_on_workers, with_model
+
     outcomes: list[FileOutcome] = []
-    yield Progress(0, len(futures), "files")
-    try:
-        for future in as_completed(futures):
-            outcome = future.result()
-            outcomes.append(outcome)
-            yield Progress(len(outcomes), len(futures), "files")
-    finally:
-        client.cancel([f for f in futures if not f.done()])
+    with model_on_workers(client, model) as name:
+        futures = [client.submit(with_model, _file_task, name, Path(s), Path(d), options, threshold,
+                                 object_dims, threads, key=f"segloop-file-{k}-{Path(s).name}",
+                                 retries=RETRIES, pure=False)
+                   for k, (s, d) in enumerate(pairs)]
+        yield Progress(0, len(futures), "files")
+        try:
+            for future in as_completed(futures):
+                outcome = future.result()
+                outcomes.append(outcome)
+                yield Progress(len(outcomes), len(futures), "files")
+        finally:
+            client.cancel([f for f in futures if not f.done()])
     return outcomes
 
 
@@ -255,35 +260,37 @@ def predict_blocks_on(client: Any, model: Any, job: Any, *, threads: int | str |
     if len(todo) < len(blocks):
         yield Notice(f"{len(blocks) - len(todo)} of {len(blocks)} block(s) were already written by an "
                      "earlier run and are skipped.")
-    shared = client.scatter(model, broadcast=True, hash=False)
+    from napari_segloop.core.inference.cluster_model import model_on_workers, with_model
+
     samples: dict[tuple[int, ...], Any] = {}
-    futures = []
-    for b in todo:
-        if b.stack not in samples:
-            sample, text = read_sample(job.lazy, job.layout, b.stack, job.options, model.in_channels)
-            if not samples:
-                yield Notice(f"Normalisation statistics from {text}.")
-            samples[b.stack] = client.scatter(sample, broadcast=True, hash=False)
-        futures.append(client.submit(_block_task, shared, source_path(job.lazy), str(out.path), b,
-                                     job.layout, job.options, job.threshold, samples[b.stack], threads,
-                                     retries=RETRIES,
-                                     pure=False, key=f"segloop-block-{b.stack}-{b.y0}-{b.x0}"))
-    seen: set[str] = set()
-    yield Progress(0, len(futures), "blocks")
-    done = 0
-    try:
-        for future in as_completed(futures):
-            block, notices = future.result()
-            done += 1
-            for text in notices:
-                if text not in seen and not text.startswith("Normalisation"):
-                    seen.add(text)
-                    yield Notice(text)
-            if on_block is not None:
-                on_block(block)
-            yield Progress(done, len(futures), "blocks")
-    finally:
-        client.cancel([f for f in futures if not f.done()])
+    with model_on_workers(client, model) as name:
+        futures = []
+        for b in todo:
+            if b.stack not in samples:
+                sample, text = read_sample(job.lazy, job.layout, b.stack, job.options, model.in_channels)
+                if not samples:
+                    yield Notice(f"Normalisation statistics from {text}.")
+                samples[b.stack] = client.scatter(sample, broadcast=True, hash=False)
+            futures.append(client.submit(with_model, _block_task, name, source_path(job.lazy), str(out.path),
+                                         b, job.layout, job.options, job.threshold, samples[b.stack], threads,
+                                         retries=RETRIES, pure=False,
+                                         key=f"segloop-block-{b.stack}-{b.y0}-{b.x0}"))
+        seen: set[str] = set()
+        yield Progress(0, len(futures), "blocks")
+        done = 0
+        try:
+            for future in as_completed(futures):
+                block, notices = future.result()
+                done += 1
+                for text in notices:
+                    if text not in seen and not text.startswith("Normalisation"):
+                        seen.add(text)
+                        yield Notice(text)
+                if on_block is not None:
+                    on_block(block)
+                yield Progress(done, len(futures), "blocks")
+        finally:
+            client.cancel([f for f in futures if not f.done()])
     yield from write_levels(out)
     return done
 
