@@ -5,16 +5,18 @@ its ground truth (uint8), both OME-Zarr with 1,024² chunks, then in one run,
 each in a fresh subprocess with its own peak resident memory (``VmHWM``):
 
 1. ``segloop evaluate -p prob.ome.zarr -t truth.ome.zarr --best-threshold``:
-   the block-by-block path of this package (one histogram pass; the Threshold
-   and Confusion docks use the same functions on a zarr-backed layer).
+   the block-by-block path of this package (one histogram pass, then one pass
+   that keeps the pixels of the bins that may hold a better threshold than the
+   best step; the Threshold and Confusion docks use the same functions on a
+   zarr-backed layer).
 2. The in-memory baseline: both arrays read whole, then the exact
    :class:`~napari_segloop.core.evaluation.curve.ThresholdCurve` and its
    exact best threshold (what the docks do for a map that fits in memory).
 
 Prints progress lines, then as the last line one JSON object: the peak memory
 of each in GB, ``memory_ratio`` = (1)/(2), ``time_ratio`` = seconds of (1)/(2),
-both best thresholds and Dice scores, and ``dice_gap`` = exact best Dice minus
-the histogram's (the cost of searching the 1,001 slider steps only).
+both best thresholds and Dice scores, and ``dice_gap`` = in-memory best Dice
+minus the block-by-block one (0 when the refinement finds the exact optimum).
 
 Run::
 

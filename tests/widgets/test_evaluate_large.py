@@ -114,16 +114,43 @@ def test_the_docks_score_a_map_larger_than_memory_from_histograms(large_docks):
     assert "updating" not in cdock.status.text()
 
 
-def test_best_and_otsu_come_from_the_histogram_and_say_so(large_docks):
+def exact_best_dice(prob, truth):
+    """The exact best Dice over every threshold, by brute force (a sort of every value)."""
+    v, fg = prob.ravel(), truth.ravel() > 0
+    order = np.argsort(v, kind="stable")
+    s, below_pos = v[order], np.cumsum(fg[order])
+    last = np.append(s[:-1] != s[1:], True)  # cut after the last copy of each value
+    tp = fg.sum() - below_pos
+    predicted = v.size - np.arange(1, v.size + 1)
+    dice = np.where(last, 2 * tp / (predicted + fg.sum()), -1)
+    i = int(np.argmax(dice))
+    return float(s[i]), float(dice[i])
+
+
+def test_best_is_the_exact_optimum_and_otsu_comes_from_the_histogram(large_docks, monkeypatch):
     from skimage.filters import threshold_otsu
 
-    _, tdock, _, prob, truth, wait = large_docks
+    from napari_segloop.widgets import eval_engine
+
+    _, tdock, cdock, prob, truth, wait = large_docks
+
+    def no_counting_pass(*_args, **_kwargs):
+        raise AssertionError("the best threshold's counts were counted again")
+
+    monkeypatch.setattr(eval_engine, "count_pixels", no_counting_pass)
     tdock.best_threshold()
     wait()
     best = tdock.best
-    assert not best.exact and "best of the slider's 1,001 steps" in tdock.status.text()
+    threshold, score = exact_best_dice(prob, truth)
     scores = [evaluate(prob, truth, t, objects=False).pixel.dice for t in np.linspace(0, 1, 1001)]
-    assert best.score == pytest.approx(max(scores)) and tdock.threshold == pytest.approx(best.threshold)
+    assert score > max(scores)  # the optimum lies between the slider's steps
+    assert best.exact and best.score == pytest.approx(score, abs=1e-12)
+    assert best.threshold == threshold and tdock.threshold == pytest.approx(threshold)
+    assert "exact optimum" in tdock.status.text()
+    # Its counts came with it: the table shows them without another counting pass.
+    ref = evaluate(prob, truth, threshold, objects=False).pixel
+    assert tdock.engine.whole_curve.known(threshold)
+    assert cdock.table.text("tp", 0) == f"{ref.tp:,}" and cdock.table.text("dice", 0) == f"{ref.dice:.4f}"
     tdock.otsu()
     wait()
     assert abs(tdock.threshold - threshold_otsu(prob, nbins=1000)) < 0.01

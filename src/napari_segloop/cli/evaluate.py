@@ -115,8 +115,8 @@ def _print_table(report, per_slice: bool) -> None:
     for line in table:
         print("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)))
     if best is not None and not best.exact:
-        print(f"best threshold {best.threshold:.6g} (Dice {best.score:.4f}; the best step of 0.001, "
-              "from the histogram of a map scored block by block)")
+        print(f"best threshold {best.threshold:.6g} (Dice {best.score:.4f}; not the exact optimum: too many "
+              "probabilities near it to refine in memory, the best of those refined)")
     elif best is not None:
         print(f"best threshold {best.threshold!r} (Dice {best.score:.4f}"
               f"{' over all pairs' if not single else ''})")

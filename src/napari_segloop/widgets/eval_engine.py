@@ -200,9 +200,8 @@ def large_evaluation_job(large: LargeMap, threshold: float, mask: Any,
     if not large.truth_levels or score_key is None:
         return None
     curve = large.curve
-    step = None if curve is None else curve.step_of(threshold)
-    if step is not None:
-        pixels = curve.metrics_at_step(step)
+    if curve is not None and curve.known(threshold):  # a slider step, or the refined best
+        pixels = curve.metrics(threshold)
     else:
         pixels = yield from count_pixels(large.levels[0], large.truth_levels[0], threshold)
     codes = _pyramid(confusion_levels(large.levels, large.truth_levels[0], threshold,
@@ -441,7 +440,7 @@ class EvaluationEngine(QObject):
         t = self.state.threshold
         if curve is None:
             return None
-        if curve.step_of(t) is None and not self.curves.is_exact(curve):
+        if not curve.known(t) and not self.curves.is_exact(curve):
             return None  # off the slider steps: wait for the sorted copy (never block the GUI)
         return curve.metrics(t)
 

@@ -40,6 +40,7 @@ from napari_segloop.core.evaluation.curve import ThresholdCurve, otsu_threshold
 from napari_segloop.core.evaluation.histograms import BinnedCurve, binned_curve
 from napari_segloop.core.evaluation.planes import select_planes
 from napari_segloop.core.evaluation.processed import ProcessedBest, best_processed_threshold, processed_curve
+from napari_segloop.core.evaluation.refine import exact_best_threshold
 from napari_segloop.widgets import outputs, previews
 from napari_segloop.widgets.curve_plot import CurvePlot
 from napari_segloop.widgets.eval_controls import GroundTruthBox, bind_layer_choice, objects_choice
@@ -66,6 +67,13 @@ def best_job(curve: ThresholdCurve) -> Generator[None, None, Any]:
     """Worker job: the exact best-Dice threshold of a curve (sorts it if needed)."""
     yield None
     return curve.best_threshold("dice")
+
+
+def large_best_job(curve: BinnedCurve, prob: Unread, truth: Unread) -> Generator[Any, None, Any]:
+    """Worker job: the exact best-Dice threshold of a map larger than memory (one refining pass)."""
+    best = yield from exact_best_threshold(prob.array, truth.array, curve, "dice")
+    curve.remember(best.metrics)  # its counts are known now: no counting pass when it is set
+    return best
 
 
 def best_processed_job(prob: Any, truth: Any, pp: PostProcess, region: Any, planes: Any, object_dims: int,
@@ -553,6 +561,11 @@ class ThresholdDock(QWidget):
             self.status.setText("Computing the best threshold…")
             return
         pp = state.effective_postprocess()
+        if pp is None and isinstance(curve, BinnedCurve):
+            self.status.setText("Computing the exact best threshold (one more pass over the map)…")
+            self.aux_runner.request(large_best_job, curve, Unread(layer_array(inp.prediction)),
+                                    Unread(layer_array(inp.truth)))
+            return
         if pp is None:
             self.status.setText("Computing the best threshold…")
             self.aux_runner.request(best_job, curve)
@@ -601,9 +614,9 @@ class ThresholdDock(QWidget):
         self.set_threshold(result.threshold)
         if not result.exact:
             self.status.setText(
-                f"Best Dice {result.score:.4f} at threshold {result.threshold:.6g}: the best of the slider's "
-                f"{SLIDER_STEPS:,} steps (a map larger than memory is scored from histograms; the exact "
-                "optimum between steps may score slightly higher).")
+                f"Best Dice {result.score:.4f} at threshold {result.threshold:.6g}: too many probabilities "
+                "lie near the optimum to refine them in memory, so this is the best of those refined and "
+                "of the slider's steps (the exact optimum may score slightly higher).")
             return
         self.status.setText(
             f"Best Dice {result.score:.4f} at threshold {result.threshold:.6g} (exact optimum over every "

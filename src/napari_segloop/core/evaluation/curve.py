@@ -47,6 +47,7 @@ __all__ = [
     "ThresholdCurve",
     "otsu_threshold",
     "slider_edges",
+    "step_bins",
     "step_histogram",
 ]
 
@@ -206,40 +207,53 @@ def step_histogram(values: np.ndarray, labels: np.ndarray | None, edges: np.ndar
     steps = int(edges.size)
     values = np.asarray(values, dtype=np.float32).ravel()
     flat_labels = None if labels is None else np.asarray(labels, dtype=bool).ravel()
+    hist = np.zeros(2 * (steps + 1), dtype=np.int64)
+    for start in range(0, values.size, _CHUNK):
+        g = step_bins(values[start:start + _CHUNK], edges, value_range)
+        if flat_labels is not None:
+            g += (steps + 1) * flat_labels[start:start + _CHUNK]
+        hist += np.bincount(g, minlength=2 * (steps + 1))
+    return hist[: steps + 1], hist[steps + 1:]
+
+
+def step_bins(values: np.ndarray, edges: np.ndarray, value_range: tuple[float, float]) -> np.ndarray:
+    """The bin of each value (flat): ``g`` with ``edges[g - 1] < v <= edges[g]``, exactly in float32.
+
+    0 below the first edge, ``len(edges)`` above the last (see :func:`step_histogram`).
+
+    Raises
+    ------
+    InputError
+        A NaN value.
+    """
+    steps = int(edges.size)
+    v = np.asarray(values, dtype=np.float32).ravel()
+    if np.isnan(v).any():
+        raise InputError("The probability map contains NaN values.")
     # guarded[i] = edges[i - 1], with -inf and +inf at the ends.
     guarded = np.empty(steps + 2, dtype=np.float32)
     guarded[0], guarded[-1] = -np.inf, np.inf
     guarded[1:-1] = edges
     lo, hi = float(value_range[0]), float(value_range[1])
-    lo32 = np.float32(lo)
-    scale32 = np.float32((steps - 1) / (hi - lo))
-    hist = np.zeros(2 * (steps + 1), dtype=np.int64)
-    for start in range(0, values.size, _CHUNK):
-        v = values[start:start + _CHUNK]
-        if np.isnan(v).any():
-            raise InputError("The probability map contains NaN values.")
-        x = np.subtract(v, lo32)
-        np.multiply(x, scale32, out=x)
-        np.ceil(x, out=x)
-        np.clip(x, 0, steps, out=x)
-        g = x.astype(np.intp)
-        # Make g exactly the number of edges < v (float32 rounding leaves it off by one
-        # at most near an edge): need edges[g-1] < v <= edges[g].
-        while True:
-            down = guarded[g] >= v
-            down &= g > 0
-            if not down.any():
-                break
-            g -= down
-        while True:
-            up = guarded[g + 1] < v
-            if not up.any():
-                break
-            g += up
-        if flat_labels is not None:
-            g += (steps + 1) * flat_labels[start:start + _CHUNK]
-        hist += np.bincount(g, minlength=2 * (steps + 1))
-    return hist[: steps + 1], hist[steps + 1:]
+    x = np.subtract(v, np.float32(lo))
+    np.multiply(x, np.float32((steps - 1) / (hi - lo)), out=x)
+    np.ceil(x, out=x)
+    np.clip(x, 0, steps, out=x)
+    g = x.astype(np.intp)
+    # Make g exactly the number of edges < v (float32 rounding leaves it off by one
+    # at most near an edge): need edges[g-1] < v <= edges[g].
+    while True:
+        down = guarded[g] >= v
+        down &= g > 0
+        if not down.any():
+            break
+        g -= down
+    while True:
+        up = guarded[g + 1] < v
+        if not up.any():
+            break
+        g += up
+    return g
 
 
 def slider_edges(steps: int, value_range: tuple[float, float]) -> np.ndarray:
@@ -306,6 +320,10 @@ class StepCounts:
         if j < self.steps and self._edges[j] == t32:
             return j
         return None
+
+    def known(self, threshold: float) -> bool:
+        """True when :meth:`counts` answers ``threshold`` at once (a slider step here)."""
+        return self.step_of(threshold) is not None
 
     def counts_at_step(self, step: int) -> tuple[int, int, int, int]:
         """Exact (TP, FP, FN, TN) at slider position ``step``, in O(1)."""

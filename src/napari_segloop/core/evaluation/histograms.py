@@ -16,10 +16,10 @@ the map in blocks (aligned to its chunks), with memory bounded by one block:
 
 Both are generators that yield :class:`~napari_segloop.core.events.Progress`
 after each block (a worker can stop between blocks) and return their result.
-What is not done here, and why: the best threshold is the best of the
-slider's steps (a step of 0.001), not the exact optimum over every
-probability value (that needs the sorted copy); object metrics and
-post-processing need whole objects, which a block does not hold.
+The exact best threshold between the steps takes one more pass
+(:mod:`~napari_segloop.core.evaluation.refine`). What is not done here, and
+why: object metrics and post-processing need whole objects, which a block
+does not hold.
 """
 
 from __future__ import annotations
@@ -138,19 +138,30 @@ class BinnedCurve(StepCounts):
         super().__init__(negative, positive, steps=steps, value_range=value_range, shape=shape)
         self.negative = np.asarray(negative, dtype=np.int64)
         self.positive = np.asarray(positive, dtype=np.int64)
+        self._known: dict[float, tuple[int, int, int, int]] = {}
 
     def prepare_exact(self) -> None:
         """Nothing to prepare: there is no sorted copy of a map larger than memory."""
 
+    def remember(self, metrics: PixelMetrics) -> None:
+        """Keep the exact counts of one more threshold (one counted off the steps, e.g. the exact best)."""
+        self._known[float(np.float32(metrics.threshold))] = (metrics.tp, metrics.fp, metrics.fn, metrics.tn)
+
+    def known(self, threshold: float) -> bool:
+        """True at a slider step or a threshold given to :meth:`remember`."""
+        return self.step_of(threshold) is not None or float(np.float32(threshold)) in self._known
+
     def counts(self, threshold: float) -> tuple[int, int, int, int]:
-        """Exact (TP, FP, FN, TN) of ``prob > threshold`` at a slider step.
+        """Exact (TP, FP, FN, TN) of ``prob > threshold`` at a slider step (or a remembered threshold).
 
         Raises
         ------
         InputError
-            ``threshold`` is not one of the slider's steps.
+            ``threshold`` is neither one of the slider's steps nor remembered.
         """
         step = self.step_of(threshold)
+        if step is None and (counts := self._known.get(float(np.float32(threshold)))) is not None:
+            return counts
         if step is None:
             raise InputError(f"Threshold {threshold:.6g} lies between the slider's steps of a map scored "
                              "from histograms: count it with count_pixels.")
@@ -167,7 +178,8 @@ class BinnedCurve(StepCounts):
         ``upper`` is the next step. The exact optimum over every probability
         value may be another threshold, even a few steps away where the Dice
         curve is flat, with a slightly higher score (a step is 0.001 with the
-        default 1001 steps).
+        default 1001 steps): :func:`~napari_segloop.core.evaluation.refine.exact_best_threshold`
+        finds it with one more pass.
         """
         metric = metric.lower()
         if metric not in BEST_METRICS:

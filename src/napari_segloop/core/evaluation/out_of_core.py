@@ -3,8 +3,12 @@
 The file counterpart of the Threshold and Confusion docks on a map larger
 than memory: one pass over the blocks builds the step histogram
 (:func:`~napari_segloop.core.evaluation.histograms.binned_curve`) when the
-threshold needs it (``best``, ``otsu``), and the pixel counts at the chosen
-threshold come from it (a slider step) or from one more pass
+threshold needs it (``best``, ``otsu``). ``best`` is the exact optimum, as
+in memory: the histogram's best step, refined between steps by one more pass
+that keeps only the pixels of the bins that may beat it
+(:func:`~napari_segloop.core.evaluation.refine.exact_best_threshold`), which
+also gives its counts. Other thresholds are counted from the histogram (a
+slider step) or by one more pass
 (:func:`~napari_segloop.core.evaluation.histograms.count_pixels`). Memory
 stays bounded by a block whatever the map's size. The result is a
 :class:`~napari_segloop.core.evaluation.batch.BatchReport` of one pair, so
@@ -20,6 +24,7 @@ from typing import Any
 from napari_segloop.core.errors import InputError
 from napari_segloop.core.evaluation.batch import BatchReport, _policy, pair_key
 from napari_segloop.core.evaluation.histograms import BLOCK_NOTE, binned_curve, count_pixels
+from napari_segloop.core.evaluation.refine import exact_best_threshold
 from napari_segloop.core.evaluation.results import Evaluation
 from napari_segloop.core.events import Event, Notice, Progress
 
@@ -91,14 +96,14 @@ def evaluate_out_of_core(prediction: str | Path, truth: str | Path, *, threshold
         if method in ("best", "otsu"):
             curve = yield from binned_curve(prob, gt if method == "best" else None)
             if method == "best":
-                best = curve.best_threshold("dice")
+                best = yield from exact_best_threshold(prob, gt, curve, "dice")
+                curve.remember(best.metrics)
                 value = best.threshold
             else:
                 value = curve.otsu()
         assert value is not None
-        step = None if curve is None or method != "best" else curve.step_of(value)
-        if step is not None:
-            pixels = curve.metrics_at_step(step)
+        if curve is not None and method == "best" and curve.known(value):
+            pixels = curve.metrics(value)
         else:
             pixels = yield from count_pixels(prob, gt, value)
         yield Progress(1, 1, "done")

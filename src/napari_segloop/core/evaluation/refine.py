@@ -1,0 +1,179 @@
+"""The exact best threshold of a map larger than memory: the histogram's best step, then a refining pass.
+
+:class:`~napari_segloop.core.evaluation.histograms.BinnedCurve` knows the
+exact counts at the slider's steps only, so its best step can miss the exact
+optimum, which may lie between two steps (a step is 0.001 by default). The
+in-memory search (:meth:`~napari_segloop.core.evaluation.curve.ThresholdCurve.best_threshold`)
+sorts every probability; here no sorted copy of the whole map is needed:
+
+1. Every metric searched (Dice/F1, IoU, accuracy) grows with TP and falls
+   with FP. A threshold inside bin ``g`` (between steps ``g - 1`` and ``g``)
+   has at most the TP of step ``g - 1`` and at least the FP of step ``g``, so
+   the metric of those two counts bounds every threshold in the bin.
+2. Only the bins whose bound beats the best step can hold a better
+   threshold. One more pass over the blocks keeps the probabilities (and
+   truth) of those bins alone, usually a few thousand pixels.
+3. Those are sorted and scored exactly as in memory, from the counts of the
+   step below each bin.
+
+The result is the exact optimum, as the in-memory search finds it (the
+same score and mask). When the candidate bins hold more than ``limit``
+pixels, the bins with the highest bounds are refined first and the result
+says it is not exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+
+import numpy as np
+
+from napari_segloop.core.errors import InputError
+from napari_segloop.core.evaluation.checks import truth_foreground
+from napari_segloop.core.evaluation.curve import BEST_METRICS, BestThreshold, _scores, step_bins
+from napari_segloop.core.evaluation.histograms import (
+    BLOCK,
+    BinnedCurve,
+    _check_pair,
+    _n_blocks,
+    _read,
+    _read_probability,
+    block_slices,
+)
+from napari_segloop.core.evaluation.results import PixelMetrics
+from napari_segloop.core.events import Progress
+
+__all__ = ["REFINE_LIMIT", "candidate_bins", "exact_best_threshold"]
+
+#: Most probabilities the refining pass keeps (float32 and a flag each: about 100 MB at 20 million).
+REFINE_LIMIT = 20_000_000
+
+
+def candidate_bins(curve: BinnedCurve, metric: str, score: float) -> np.ndarray:
+    """The bins between two steps that may hold a threshold scoring more than ``score``, best bound first.
+
+    Bin ``g`` (1 .. steps - 1) holds the values in ``(edges[g-1], edges[g]]``; a
+    threshold there scores at most ``metric(TP of step g-1, FP of step g)``.
+    """
+    steps = curve.steps
+    tp = curve._tp_steps
+    fp = curve._fp_steps
+    tp_hi, fp_lo = tp[: steps - 1], fp[1:steps]
+    bound = _scores(metric, tp_hi, fp_lo, curve.n_positive - tp_hi, curve.n_negative - fp_lo)
+    width = (curve.negative + curve.positive)[1:steps]
+    g = np.flatnonzero((bound > score) & (width > 0))
+    order = np.argsort(-bound[g], kind="stable")
+    return (g[order] + 1).astype(np.intp)
+
+
+def exact_best_threshold(prob: Any, truth: Any, curve: BinnedCurve, metric: str = "dice", *,
+                         block: int = BLOCK, limit: int = REFINE_LIMIT,
+                         ) -> Generator[Progress, None, BestThreshold]:
+    """The exact best threshold of ``prob`` against ``truth``: the best step, refined between steps.
+
+    Parameters
+    ----------
+    prob, truth : array-like
+        The map and ground truth ``curve`` was built from (read block by block,
+        never whole).
+    curve : BinnedCurve
+        Their step histogram (:func:`~napari_segloop.core.evaluation.histograms.binned_curve`).
+    metric : {"dice", "f1", "iou", "accuracy"}
+    block : int
+        Block edge in pixels for the refining pass.
+    limit : int
+        Most probabilities kept for refining (memory: about 5 bytes each).
+
+    Yields
+    ------
+    Progress
+        After each block of the refining pass (none when the best step is
+        already the optimum).
+
+    Returns
+    -------
+    BestThreshold
+        ``exact`` is True unless the candidate bins held more than ``limit``
+        pixels. ``threshold`` is a probability value of the map, or a slider
+        step when that step's mask is optimal; ``metrics`` are exact.
+    """
+    metric = metric.lower()
+    if metric not in BEST_METRICS:
+        raise InputError(f"Unknown metric {metric!r}; choose one of {', '.join(BEST_METRICS)}.")
+    step_best = curve.best_threshold(metric)
+    bins = candidate_bins(curve, metric, step_best.score)
+    if bins.size == 0:
+        return _as_exact(step_best)
+    sizes = (curve.negative + curve.positive)[bins]
+    kept = int(np.searchsorted(np.cumsum(sizes), limit, side="right"))
+    complete = kept == bins.size
+    bins = np.sort(bins[:kept])
+    if bins.size == 0:
+        return step_best
+    values, labels = yield from _collect(prob, truth, curve, bins, block)
+    best = _best_in_bins(curve, metric, bins, values, labels)
+    if best is None or best.score < step_best.score or (
+            best.score == step_best.score and best.threshold >= step_best.threshold):
+        return _as_exact(step_best) if complete else step_best
+    if not complete:
+        return BestThreshold(best.threshold, best.upper, metric, best.score, best.metrics, exact=False)
+    return best
+
+
+def _as_exact(best: BestThreshold) -> BestThreshold:
+    return BestThreshold(best.threshold, best.upper, best.metric, best.score, best.metrics, exact=True)
+
+
+def _collect(prob: Any, truth: Any, curve: BinnedCurve, bins: np.ndarray,
+             block: int) -> Generator[Progress, None, tuple[np.ndarray, np.ndarray]]:
+    """The probabilities (and truth) of the pixels in ``bins``, one pass over the blocks."""
+    shape = _check_pair(prob, truth)
+    if shape != curve.shape:
+        raise InputError(f"The map has shape {shape}, its curve was made from one of shape {curve.shape}.")
+    wanted = np.zeros(curve.steps + 1, dtype=bool)
+    wanted[bins] = True
+    edges = curve._edges
+    values: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    total = _n_blocks(shape, block, prob)
+    yield Progress(0, total, "refining")
+    for done, index in enumerate(block_slices(shape, block, prob), start=1):
+        v = _read_probability(prob, index).ravel()
+        keep = wanted[step_bins(v, edges, curve.value_range)]
+        if keep.any():
+            values.append(v[keep])
+            labels.append(truth_foreground(_read(truth, index)).ravel()[keep])
+        yield Progress(done, total, "refining")
+    if not values:
+        return np.zeros(0, np.float32), np.zeros(0, bool)
+    return np.concatenate(values), np.concatenate(labels)
+
+
+def _best_in_bins(curve: BinnedCurve, metric: str, bins: np.ndarray, values: np.ndarray,
+                  labels: np.ndarray) -> BestThreshold | None:
+    """The best threshold among the values of ``bins`` (smallest on ties), scored exactly."""
+    if values.size == 0:
+        return None
+    order = np.argsort(values, kind="stable")
+    s = values[order]
+    lab = labels[order]
+    g = step_bins(s, curve._edges, curve.value_range)
+    # The values of one bin are contiguous in s; within it, the cut after value s[i] makes every
+    # value of the bin up to s[i] background, from the counts of the step below the bin.
+    first = np.searchsorted(g, g, side="left")
+    cpos = np.cumsum(lab, dtype=np.int64)
+    before = np.where(first > 0, cpos[first - 1], 0)
+    pos_in = cpos - before
+    count_in = np.arange(1, s.size + 1, dtype=np.int64) - first
+    tp = curve._tp_steps[g - 1] - pos_in
+    fp = curve._fp_steps[g - 1] - (count_in - pos_in)
+    last = np.ones(s.size, dtype=bool)
+    last[:-1] = s[:-1] != s[1:]
+    score = _scores(metric, tp, fp, curve.n_positive - tp, curve.n_negative - fp)
+    score = np.where(last, score, -np.inf)
+    i = int(np.argmax(score))
+    upper = float(s[i + 1]) if i + 1 < s.size and g[i + 1] <= g[i] + 1 else float(curve._edges[g[i]])
+    t = float(s[i])
+    pm = PixelMetrics(int(tp[i]), int(fp[i]), int(curve.n_positive - tp[i]), int(curve.n_negative - fp[i]), t)
+    return BestThreshold(t, upper, metric, float(score[i]), pm, exact=True)
