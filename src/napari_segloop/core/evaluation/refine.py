@@ -25,6 +25,7 @@ says it is not exact.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Generator
 from typing import Any
 
@@ -105,7 +106,7 @@ def exact_best_threshold(prob: Any, truth: Any, curve: BinnedCurve, metric: str 
     step_best = curve.best_threshold(metric)
     bins = candidate_bins(curve, metric, step_best.score)
     if bins.size == 0:
-        return _as_exact(step_best)
+        return dataclasses.replace(step_best, exact=True)
     sizes = (curve.negative + curve.positive)[bins]
     kept = int(np.searchsorted(np.cumsum(sizes), limit, side="right"))
     complete = kept == bins.size
@@ -116,14 +117,8 @@ def exact_best_threshold(prob: Any, truth: Any, curve: BinnedCurve, metric: str 
     best = _best_in_bins(curve, metric, bins, values, labels)
     if best is None or best.score < step_best.score or (
             best.score == step_best.score and best.threshold >= step_best.threshold):
-        return _as_exact(step_best) if complete else step_best
-    if not complete:
-        return BestThreshold(best.threshold, best.upper, metric, best.score, best.metrics, exact=False)
-    return best
-
-
-def _as_exact(best: BestThreshold) -> BestThreshold:
-    return BestThreshold(best.threshold, best.upper, best.metric, best.score, best.metrics, exact=True)
+        best = step_best
+    return dataclasses.replace(best, exact=complete)
 
 
 def _collect(prob: Any, truth: Any, curve: BinnedCurve, bins: np.ndarray,
@@ -162,12 +157,13 @@ def _best_in_bins(curve: BinnedCurve, metric: str, bins: np.ndarray, values: np.
     """The best threshold among the values of ``bins`` (smallest on ties), scored exactly.
 
     One bin at a time (each holds a small share of the kept values), so the
-    temporaries stay a bin's size.
+    sorted copies and score arrays stay a bin's size.
     """
     if values.size == 0:
         return None
     edges = curve._edges
-    found: tuple[float, float, float, int, int, int] | None = None  # score, threshold, upper, tp, fp, bin
+    # score, threshold, upper, tp, fp, bin, whether the threshold is the bin's largest value
+    found: tuple[float, float, float, int, int, int, bool] | None = None
     for g in (int(b) for b in bins):
         inside = (values > edges[g - 1]) & (values <= edges[g])
         if not inside.any():
@@ -183,13 +179,14 @@ def _best_in_bins(curve: BinnedCurve, metric: str, bins: np.ndarray, values: np.
         score[:-1][s[:-1] == s[1:]] = -np.inf  # only after the last copy of a value
         i = int(np.argmax(score))
         if found is None or score[i] > found[0]:
-            upper = float(s[i + 1]) if i + 1 < s.size else float(edges[g])
-            found = (float(score[i]), float(s[i]), upper, int(tp[i]), int(fp[i]), g)
+            last = i + 1 == s.size
+            upper = float(edges[g]) if last else float(s[i + 1])
+            found = (float(score[i]), float(s[i]), upper, int(tp[i]), int(fp[i]), g, last)
     if found is None:
         return None
-    score, t, upper, tp, fp, g = found
-    if t == float(values[(values > edges[g - 1]) & (values <= edges[g])].max()) and g + 1 in bins:
-        above = values[(values > edges[g]) & (values <= edges[g + 1])]  # the next bin's values are known
+    score, t, upper, tp, fp, g, last = found
+    if last and g + 1 in bins:  # the next value is the smallest of the next bin, which is known
+        above = values[(values > edges[g]) & (values <= edges[g + 1])]
         upper = float(above.min()) if above.size else upper
     pm = PixelMetrics(tp, fp, curve.n_positive - tp, curve.n_negative - fp, t)
     return BestThreshold(t, upper, metric, score, pm, exact=True)
